@@ -1,0 +1,245 @@
+"""Config resolvers and the validation step that runs before any data is loaded.
+
+Every check names the key, the bad value and what is allowed, in one line, so that a
+mistyped override fails in a second instead of after an hour of training.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "tanh", "sigmoid", "gelu")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
+TASKS = ("classification", "regression")
+INPUT_KINDS = ("tabular", "image", "sequence")
+RNN_CELLS = ("lstm", "gru", "rnn")
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed; the message is one line: key, value, what is allowed."""
+
+
+def register_resolvers() -> None:
+    # Paths in the config are made absolute from where the command runs, so that jobs in other
+    # processes or working directories reach the same stores.
+    if not OmegaConf.has_resolver("hs.abspath"):
+        OmegaConf.register_new_resolver("hs.abspath", lambda p: os.path.abspath(str(p)))
+    if not OmegaConf.has_resolver("hs.mode"):
+        OmegaConf.register_new_resolver("hs.mode", monitor_mode)
+
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    """Per-epoch metrics a job logs for a task; the early-stopping monitor must be one of them."""
+    score = "val_acc" if task == "classification" else "val_rmse"
+    return ("train_loss", "val_loss", score)
+
+
+def monitor_mode(monitor: str, mode: str) -> str:
+    if mode != "auto":
+        return mode
+    return "max" if monitor.endswith("_acc") else "min"
+
+
+register_resolvers()
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# (predicate, what is allowed) per kind of value; applied to every key of that name found in the
+# group, so that a new optimizer or scheduler file is checked without touching this module.
+Check = tuple[Callable[[Any], bool], str]
+POSITIVE: Check = (lambda v: _num(v) and v > 0, "a number > 0")
+NON_NEGATIVE: Check = (lambda v: _num(v) and v >= 0, "a number >= 0")
+UNIT_OPEN: Check = (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")
+UNIT_CLOSED: Check = (lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1]")
+POS_INT: Check = (lambda v: _int(v) and v >= 1, "an integer >= 1")
+NON_NEG_INT: Check = (lambda v: _int(v) and v >= 0, "an integer >= 0")
+BOOL: Check = (lambda v: isinstance(v, bool), "true or false")
+
+
+def _one_of(options: tuple[str, ...]) -> Check:
+    return (lambda v: v in options, "one of " + ", ".join(options))
+
+
+GROUP_CHECKS: dict[str, dict[str, Check]] = {
+    "optimizer": {
+        "lr": POSITIVE,
+        "momentum": UNIT_OPEN,
+        "beta1": UNIT_OPEN,
+        "beta2": UNIT_OPEN,
+        "alpha": UNIT_OPEN,
+        "eps": POSITIVE,
+        "dampening": UNIT_OPEN,
+        "nesterov": BOOL,
+    },
+    "scheduler": {
+        "gamma": UNIT_CLOSED,
+        "power": POSITIVE,
+        "total_iters": POS_INT,
+        "T_max": POS_INT,
+        "eta_min": NON_NEGATIVE,
+        "factor": UNIT_CLOSED,
+        "patience": NON_NEG_INT,
+    },
+    "regularization": {
+        "l1": NON_NEGATIVE,
+        "l2": NON_NEGATIVE,
+        "dropout": UNIT_OPEN,
+        "batchnorm": BOOL,
+    },
+    "model": {
+        "hidden_units": POS_INT,
+        "depth": NON_NEG_INT,
+        "layers": POS_INT,
+        "kernel_size": POS_INT,
+        "activation": _one_of(ACTIVATIONS),
+        "cell": _one_of(RNN_CELLS),
+        "dropout": UNIT_OPEN,
+        "batchnorm": BOOL,
+        "bidirectional": BOOL,
+    },
+    "trainer": {
+        "max_epochs": POS_INT,
+        "batch_size": POS_INT,
+        "seed": NON_NEG_INT,
+        "device": _one_of(DEVICES),
+        "precision": _one_of(PRECISIONS),
+        "patience": NON_NEG_INT,
+        "min_delta": NON_NEGATIVE,
+        "mode": _one_of(("auto", "min", "max")),
+    },
+    "data": {
+        "task": _one_of(TASKS),
+        "kind": _one_of(INPUT_KINDS),
+        "val_fraction": (lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)"),
+        "test_fraction": (lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)"),
+        "split_seed": NON_NEG_INT,
+        "n_samples": POS_INT,
+        "n_features": POS_INT,
+        "n_classes": (lambda v: _int(v) and v >= 2, "an integer >= 2"),
+        "noise": NON_NEGATIVE,
+    },
+}
+
+
+def _fail(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
+
+
+def _walk(node: Any, prefix: str):
+    if isinstance(node, DictConfig):
+        for key in node:
+            yield from _walk(node[key], f"{prefix}.{key}")
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            yield from _walk(item, f"{prefix}[{i}]")
+    yield prefix, node
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    """Resolve one key, turning a broken interpolation into a ConfigError that names it."""
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except Exception as e:  # noqa: BLE001 - omegaconf raises several types here
+        raise ConfigError(f"{key} cannot be resolved: {e}".splitlines()[0]) from None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value of a composed job config; raise ConfigError on the first bad one."""
+    _check_lr(cfg)  # before the optimizer, whose lr interpolates it: name the key the user typed
+    for group, checks in GROUP_CHECKS.items():
+        if group not in cfg:
+            raise ConfigError(f"{group} is missing from the config: add a `{group}` default")
+        for key, node in _walk(cfg[group], group):
+            name = key.rsplit(".", 1)[-1]
+            if name in checks and not isinstance(node, (DictConfig, ListConfig)):
+                value = _value(cfg, key)
+                ok, allowed = checks[name]
+                if not ok(value):
+                    raise _fail(key, value, allowed)
+    _check_data(cfg)
+    _check_model_fits_data(cfg)
+    _check_trainer(cfg)
+    _check_scheduler(cfg)
+
+
+def _check_lr(cfg: DictConfig) -> None:
+    lr = _value(cfg, "lr")
+    if not POSITIVE[0](lr):
+        raise _fail("lr", lr, POSITIVE[1])
+
+
+def _check_data(cfg: DictConfig) -> None:
+    from hypersweep.data import LOADERS
+
+    source = _value(cfg, "data.source")
+    if source not in LOADERS:
+        raise _fail("data.source", source, "one of " + ", ".join(sorted(LOADERS)))
+    val, test = _value(cfg, "data.val_fraction"), _value(cfg, "data.test_fraction")
+    if val + test >= 0.9:
+        raise _fail(
+            "data.val_fraction+data.test_fraction", round(val + test, 6), "a sum below 0.9"
+        )
+    if source == "csv":
+        path = _value(cfg, "data.path")
+        if not path or not os.path.isfile(path):
+            raise _fail("data.path", path, "an existing CSV file")
+
+
+def _check_model_fits_data(cfg: DictConfig) -> None:
+    from hydra.utils import get_class
+
+    target = _value(cfg, "model._target_")
+    try:
+        model_cls = get_class(target)
+    except Exception:  # noqa: BLE001
+        raise _fail("model._target_", target, "an importable nn.Module class") from None
+    kind = _value(cfg, "data.kind")
+    accepted = getattr(model_cls, "input_kinds", INPUT_KINDS)
+    if kind not in accepted:
+        raise ConfigError(
+            f"model={model_cls.__name__.lower()} needs data.kind in {', '.join(accepted)}, "
+            f"but data={cfg.data.name} has data.kind={kind!r}"
+        )
+    if kind in ("image", "sequence"):
+        shape = _value(cfg, "data.shape")
+        rank = 3 if kind == "image" else 2
+        if not isinstance(shape, (list, ListConfig)) or len(shape) != rank:
+            raise _fail("data.shape", shape, f"a list of {rank} sizes for {kind} data")
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    task = _value(cfg, "data.task")
+    monitor = _value(cfg, "trainer.early_stopping.monitor")
+    allowed = metric_names(task)
+    if monitor not in allowed:
+        raise _fail("trainer.early_stopping.monitor", monitor, f"one of {', '.join(allowed)}")
+    if _value(cfg, "trainer.batch_size") == 1 and _value(cfg, "regularization.batchnorm"):
+        raise _fail(
+            "trainer.batch_size", 1, "2 or more with batch norm (regularization.batchnorm=true)"
+        )
+    threads = _value(cfg, "trainer.num_threads")
+    if threads is not None and not POS_INT[0](threads):
+        raise _fail("trainer.num_threads", threads, "null or " + POS_INT[1])
+
+
+def _check_scheduler(cfg: DictConfig) -> None:
+    milestones = OmegaConf.select(cfg, "scheduler.milestones")
+    if milestones is None:
+        return
+    values = list(milestones)
+    if not values or not all(_int(m) and m >= 1 for m in values) or values != sorted(set(values)):
+        raise _fail("scheduler.milestones", values, "a non-empty increasing list of epochs >= 1")

@@ -1,0 +1,177 @@
+"""One job: validate, build, fit, log, return the objective. The only module that knows Hydra,
+MLflow and Optuna at once."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from hypersweep import data as data_module
+from hypersweep import tracking
+from hypersweep.checkpoint import save_checkpoint
+from hypersweep.config import ConfigError, validate
+from hypersweep.fit import EarlyStopping, FitResult, fit
+from hypersweep.optim import build_optimizer
+from hypersweep.progress import Progress
+from hypersweep.pruning import trial_reporter
+
+log = logging.getLogger("hypersweep")
+
+
+def select_device(requested: str) -> torch.device:
+    """`auto` picks CUDA, else MPS, else CPU; an explicit device that is absent is an error."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if requested == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if (requested == "cuda" and not cuda) or (requested == "mps" and not mps):
+        raise ConfigError(
+            f"trainer.device={requested!r} is not available on this machine: "
+            f"expected auto or cpu{', cuda' if cuda else ''}{', mps' if mps else ''}"
+        )
+    return torch.device(requested)
+
+
+def main(cfg: DictConfig) -> float:
+    """Hydra task function: a bad config is one line on stderr and exit status 2."""
+    try:
+        return run(cfg)
+    except ConfigError as e:
+        print(f"hypersweep: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def run(cfg: DictConfig) -> float:
+    validate(cfg)
+    device = select_device(cfg.trainer.device)
+    if cfg.trainer.precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            f"trainer.precision='fp16' needs CUDA, but the device is {device.type}: "
+            "expected fp32 or bf16"
+        )
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+
+    splits = data_module.load(cfg.data).to(device)
+    torch.manual_seed(cfg.trainer.seed)
+    model = instantiate(
+        cfg.model, input_shape=splits.input_shape, output_size=splits.output_size
+    ).to(device)
+    if cfg.get("resume_from"):
+        from hypersweep.checkpoint import load_run_weights
+
+        model.load_state_dict(load_run_weights(cfg.tracking.uri, cfg.resume_from))
+    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.regularization.l2)
+    scheduler = instantiate(cfg.scheduler)(optimizer)
+    es = cfg.trainer.early_stopping
+    stopper = EarlyStopping(es.resolved_mode, es.patience, es.min_delta)
+
+    overrides = list(hydra_cfg.overrides.task)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    uri = cfg.tracking.uri
+    sweep = tracking.read_sweep_file(hydra_cfg.sweep.dir) if _multirun(hydra_cfg) else None
+    if sweep is None:
+        tracking.prepare_store(uri)
+        exp_id = tracking.experiment_id(
+            uri, tracking.experiment_name(cfg), cfg.tracking.artifact_root
+        )
+    else:
+        exp_id = sweep["experiment_id"]
+    reporter = trial_reporter(es.monitor)
+    tags = {
+        "overrides": " ".join(overrides),
+        "output_dir": str(out_dir),
+        "job_num": str(hydra_cfg.job.get("num", 0)),
+        "device": str(device),
+        **tracking.run_tags_static(),
+    }
+    if _multirun(hydra_cfg):
+        tags["sweep_dir"] = str(Path(hydra_cfg.sweep.dir).resolve())
+    if sweep is not None:
+        tags[tracking.PARENT_TAG] = sweep["parent_run_id"]
+    if reporter is not None:
+        tags.update(reporter.tags)
+    if cfg.get("resume_from"):
+        tags["resumed_from"] = str(cfg.resume_from)
+    run_name = ",".join(o for o in overrides if not o.startswith("hydra.")) or "defaults"
+
+    progress = Progress(cfg.trainer.max_epochs, es.monitor)
+    with tracking.JobRun(uri, exp_id, run_name, tags, tracking.flatten(resolved)) as job_run:
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> str | None:
+            job_run.log_epoch(epoch, metrics)
+            progress.update(epoch, metrics)
+            return reporter.report(epoch, metrics) if reporter is not None else None
+
+        try:
+            result = fit(
+                model, optimizer, scheduler, splits,
+                max_epochs=cfg.trainer.max_epochs,
+                batch_size=cfg.trainer.batch_size,
+                stopper=stopper,
+                monitor=es.monitor,
+                l1=cfg.regularization.l1,
+                seed=cfg.trainer.seed,
+                precision=cfg.trainer.precision,
+                on_epoch=on_epoch,
+            )
+        finally:
+            progress.close()
+        _log_outcome(job_run, result, resolved, overrides, out_dir, es.monitor)
+    if reporter is not None:
+        reporter.finish(result)
+
+    objective = result.best_value
+    log.info(
+        "%s: %s=%s (best epoch %d of %d, %s) run %s",
+        run_name, es.monitor, _fmt(objective), result.best_epoch, result.epochs_run,
+        result.status_reason, job_run.run_id,
+    )
+    return objective
+
+
+def _multirun(hydra_cfg: DictConfig) -> bool:
+    return str(hydra_cfg.mode) == "RunMode.MULTIRUN"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else str(value)
+
+
+def _log_outcome(
+    job_run: tracking.JobRun,
+    result: FitResult,
+    resolved: dict,
+    overrides: list[str],
+    out_dir: Path,
+    monitor: str,
+) -> None:
+    from hypersweep.plots import learning_curve
+
+    summary = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
+    summary.update({f"best_{k}": v for k, v in result.best_metrics.items()
+                    if k in ("train_loss", "val_loss", "val_acc", "val_rmse")})
+    job_run.log_summary(summary, {"status_reason": result.status_reason})
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    (out_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
+    job_run.log_artifact(out_dir / "config.yaml")
+    job_run.log_artifact(out_dir / "overrides.yaml")
+    if result.best_metrics:  # a run that diverged in its first epoch has no best weights
+        ckpt = save_checkpoint(
+            out_dir / "checkpoints" / "best.pt",
+            result.best_state, resolved, result.best_epoch, result.best_metrics,
+        )
+        job_run.log_artifact(ckpt, "checkpoints")
+    png = learning_curve(result.history, monitor, result.best_epoch, out_dir / "plots")
+    job_run.log_artifact(png, "plots")
+

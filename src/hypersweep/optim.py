@@ -1,0 +1,44 @@
+"""Optimizers and regularization penalties built from config.
+
+Optimizer configs are `_partial_` targets; `build_optimizer` supplies the parameters, split so
+that L2 (weight decay) applies to weights only, never to biases or normalization parameters.
+Adam and AdamW are wrapped so that β1 and β2 are separate, searchable keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+
+def adam(params: Iterable, lr: float, beta1: float = 0.9, beta2: float = 0.999,
+         eps: float = 1e-8, amsgrad: bool = False) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, betas=(beta1, beta2), eps=eps, amsgrad=amsgrad)
+
+
+def adamw(params: Iterable, lr: float, beta1: float = 0.9, beta2: float = 0.999,
+          eps: float = 1e-8) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=lr, betas=(beta1, beta2), eps=eps)
+
+
+def decayed_weights(model: nn.Module) -> list[nn.Parameter]:
+    """Weight matrices and conv kernels: what L1 and L2 penalize."""
+    return [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+
+
+def build_optimizer(
+    make: Callable[..., torch.optim.Optimizer], model: nn.Module, l2: float
+) -> torch.optim.Optimizer:
+    decay = {id(p) for p in decayed_weights(model)}
+    weights = [p for p in model.parameters() if id(p) in decay]
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in decay]
+    groups = [{"params": weights, "weight_decay": l2}]
+    if others:
+        groups.append({"params": others, "weight_decay": 0.0})
+    return make(groups)
+
+
+def l1_penalty(weights: list[nn.Parameter]) -> torch.Tensor:
+    return torch.stack([w.abs().sum() for w in weights]).sum()

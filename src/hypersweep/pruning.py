@@ -1,0 +1,77 @@
+"""The job's side of an Optuna trial: report the monitored value each epoch, stop when pruned.
+
+The sweeper passes the trial to the job through environment variables (set per job with
+`hydra.job.env_set`), so this works wherever the job runs: in the sweeper's process, in joblib
+workers, or on other machines that reach the same persistent storage. In the sweeper's own
+process the live study object is reused, which also covers in-memory storage.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import optuna
+
+TRIAL_ENV = "HYPERSWEEP_TRIAL_ID"
+STUDY_ENV = "HYPERSWEEP_STUDY"
+STORAGE_ENV = "HYPERSWEEP_STORAGE"
+
+# Studies opened by the sweeper in this process, by (storage, study name).
+_LIVE: dict[tuple[str, str], optuna.Study] = {}
+
+
+def open_storage(spec: str | None) -> optuna.storages.BaseStorage:
+    """A storage from a spec: None → in memory; a URL with '://' → SQLAlchemy (e.g. PostgreSQL,
+    SQLite); anything else is a path to an Optuna journal file (safe for several processes on one
+    machine)."""
+    if not spec:
+        return optuna.storages.InMemoryStorage()
+    if "://" in spec and not spec.startswith("file://"):
+        return optuna.storages.RDBStorage(spec, heartbeat_interval=None)
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path = spec.removeprefix("file://")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return JournalStorage(JournalFileBackend(path))
+
+
+def register_live_study(storage_spec: str, study: optuna.Study) -> None:
+    _LIVE[(storage_spec, study.study_name)] = study
+
+
+def _study(storage_spec: str, name: str) -> optuna.Study:
+    key = (storage_spec, name)
+    if key not in _LIVE:
+        _LIVE[key] = optuna.load_study(study_name=name, storage=open_storage(storage_spec))
+    return _LIVE[key]
+
+
+class TrialReporter:
+    def __init__(self, study: optuna.Study, trial_id: int, monitor: str) -> None:
+        self.study, self.trial_id, self.monitor = study, trial_id, monitor
+        self.trial = optuna.trial.Trial(study, trial_id)
+        self.tags = {"trial_number": str(self.trial.number), "study_name": study.study_name}
+
+    def report(self, epoch: int, metrics: dict[str, float]) -> str | None:
+        value = metrics[self.monitor]
+        if not math.isfinite(value):
+            return None  # the fit loop stops a diverged run itself
+        self.trial.report(value, epoch)
+        return "pruned" if self.trial.should_prune() else None
+
+    def finish(self, result: Any) -> None:
+        """Leave the outcome on the trial, for the sweeper (which may be another process)."""
+        storage = self.study._storage
+        storage.set_trial_user_attr(self.trial_id, "status_reason", result.status_reason)
+        storage.set_trial_user_attr(self.trial_id, "epochs_run", result.epochs_run)
+
+
+def trial_reporter(monitor: str) -> TrialReporter | None:
+    """The reporter for the trial this job runs, or None outside an Optuna sweep."""
+    trial_id = os.environ.get(TRIAL_ENV)
+    if not trial_id:
+        return None
+    study = _study(os.environ.get(STORAGE_ENV, ""), os.environ[STUDY_ENV])
+    return TrialReporter(study, int(trial_id), monitor)

@@ -1,0 +1,251 @@
+"""MLflow: the store, one experiment and parent run per sweep, one child run per job.
+
+Names logged here are an interface (DESIGN.md, "Tracking"): params are the flattened resolved
+config; per-epoch metrics are train_loss, val_loss, val_acc|val_rmse, lr, epoch_seconds; summary
+metrics are best_*, best_epoch, epochs_run; the tag status_reason says why a job stopped.
+
+The launching process creates the store, the experiment and the parent run before any job
+starts (`SweepTracking.on_multirun_start`): parallel writers that race to migrate a fresh SQLite
+store corrupt it, and a concurrent set_experiment silently falls back to the Default experiment.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "mlflow_sweep.json"  # in the sweep dir: where jobs find the experiment and parent
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def prepare_store(uri: str) -> None:
+    """Create the store (runs migrations once) and switch SQLite to WAL for concurrent writers."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+    _client(uri).search_experiments(max_results=1)
+    if uri.startswith("sqlite:///"):
+        with sqlite3.connect(path) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+
+
+def experiment_id(uri: str, name: str, artifact_root: str | None) -> str:
+    client = _client(uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    location = Path(artifact_root, name.replace("/", "_")).as_uri() if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    """Resolved config as {"optimizer.lr": "0.01", ...}."""
+    if isinstance(node, dict):
+        out: dict[str, str] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: str(node)}
+
+
+@lru_cache(maxsize=1)
+def run_tags_static() -> dict[str, str]:
+    """Git commit and package versions: the same for every job of a process."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {}
+    for pkg in ("hypersweep", "torch", "hydra-core", "optuna", "mlflow", "scikit-learn"):
+        try:
+            tags[f"version.{pkg}"] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        tags["git_commit"] = commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        tags["git_commit"] = "unknown"
+    return tags
+
+
+def read_sweep_file(sweep_dir: str | os.PathLike) -> dict[str, str] | None:
+    path = Path(sweep_dir) / SWEEP_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def experiment_name(cfg: DictConfig) -> str:
+    """tracking.experiment if set; else the study name (Optuna sweeps), the sweep dir (grid
+    sweeps) or the job name (single runs)."""
+    explicit = cfg.tracking.get("experiment")
+    if explicit:
+        return str(explicit)
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = cfg.hydra if "hydra" in cfg else HydraConfig.get()
+    study = OmegaConf.select(hydra_cfg, "sweeper.study_name", default=None)
+    if study:
+        return str(study)
+    if str(hydra_cfg.mode) == "RunMode.MULTIRUN":
+        return os.path.relpath(os.path.abspath(hydra_cfg.sweep.dir))
+    return str(hydra_cfg.job.name)
+
+
+class SweepTracking(Callback):
+    """Hydra callback: one experiment and one parent run per multirun, created before any job."""
+
+    def __init__(self) -> None:
+        self._parent: tuple[str, str] | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        uri = config.tracking.uri
+        prepare_store(uri)
+        exp_id = experiment_id(uri, experiment_name(config), config.tracking.artifact_root)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        overrides = list(config.hydra.overrides.task)
+        sweeper = config.hydra.sweeper.get("_target_", "")
+        run = _client(uri).create_run(
+            exp_id,
+            run_name=f"sweep {sweep_dir.name}",
+            tags={
+                "sweep": "true",
+                "sweep_dir": str(sweep_dir.resolve()),
+                "overrides": " ".join(overrides),
+                "sweeper": sweeper.rsplit(".", 1)[-1],
+                **run_tags_static(),
+            },
+        )
+        info = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": run.info.run_id}
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
+        self._parent = (uri, run.info.run_id)
+        atexit.register(self._close, "FAILED")
+        log.info("MLflow experiment %s, sweep run %s", exp_id, run.info.run_id)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._parent:
+            uri, run_id = self._parent
+            summarize_sweep(uri, run_id, config)
+            self._close("FINISHED")
+
+    def _close(self, status: str) -> None:
+        if self._parent:
+            uri, run_id = self._parent
+            self._parent = None
+            _client(uri).set_terminated(run_id, status)
+
+
+def summarize_sweep(uri: str, parent_run_id: str, config: DictConfig) -> None:
+    """Log the best child (by the monitored validation metric) on the parent run."""
+    from hypersweep.config import monitor_mode
+
+    monitor = config.trainer.early_stopping.monitor
+    mode = monitor_mode(monitor, config.trainer.early_stopping.mode)
+    client = _client(uri)
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        order_by=[f"metrics.best_{monitor} {'ASC' if mode == 'min' else 'DESC'}"],
+        max_results=1000,
+    )
+    ranked = [r for r in children if f"best_{monitor}" in r.data.metrics]
+    client.log_metric(parent_run_id, "jobs", len(children))
+    if ranked:
+        best = ranked[0]
+        client.log_metric(parent_run_id, f"best_{monitor}", best.data.metrics[f"best_{monitor}"])
+        client.set_tag(parent_run_id, "best_run_id", best.info.run_id)
+        client.set_tag(parent_run_id, "best_overrides", best.data.tags.get("overrides", ""))
+
+
+class JobRun:
+    """One job's MLflow run: params and tags up front, per-epoch metrics buffered, artifacts at
+    the end; the run is always terminated, FAILED or KILLED when the job does not finish."""
+
+    def __init__(
+        self,
+        uri: str,
+        experiment_id: str,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, str],
+        flush_every_s: float = 2.0,
+    ) -> None:
+        from mlflow.entities import Param
+
+        self.client = _client(uri)
+        self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+        self.flush_every_s = flush_every_s
+        self._buffer: list = []
+        self._last_flush = time.monotonic()
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._buffer += [Metric(k, float(v), now, epoch) for k, v in metrics.items()]
+        if time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self.client.log_batch(self.run_id, metrics=self._buffer)
+            self._buffer = []
+        self._last_flush = time.monotonic()
+
+    def log_summary(self, metrics: dict[str, float], tags: dict[str, str]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        self.flush()
+        self.client.log_batch(
+            self.run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+        )
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def __enter__(self) -> JobRun:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            status = "FINISHED"
+        else:
+            status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+            try:
+                self.flush()
+                self.client.set_tag(self.run_id, "status_reason", "failed")
+                if exc is not None:
+                    self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
+            except Exception:  # noqa: BLE001 - never mask the job's own error
+                log.exception("could not record the failure in MLflow")
+        self.client.set_terminated(self.run_id, status)
