@@ -48,7 +48,9 @@ def download_checkpoint(tracking_uri: str, run_id: str, dest: str | os.PathLike)
     from mlflow.artifacts import download_artifacts
 
     local = download_artifacts(
-        run_id=run_id, artifact_path="checkpoints/best.pt", dst_path=str(dest),
+        run_id=run_id,
+        artifact_path="checkpoints/best.pt",
+        dst_path=str(dest),
         tracking_uri=tracking_uri,
     )
     return Path(local)

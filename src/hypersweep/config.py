@@ -34,7 +34,6 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("hs.mode", monitor_mode)
 
 
-
 def metric_names(task: str) -> tuple[str, ...]:
     """Per-epoch metrics a job logs for a task; the early-stopping monitor must be one of them."""
     score = "val_acc" if task == "classification" else "val_rmse"
@@ -190,9 +189,7 @@ def _check_data(cfg: DictConfig) -> None:
         raise _fail("data.source", source, "one of " + ", ".join(sorted(LOADERS)))
     val, test = _value(cfg, "data.val_fraction"), _value(cfg, "data.test_fraction")
     if val + test >= 0.9:
-        raise _fail(
-            "data.val_fraction+data.test_fraction", round(val + test, 6), "a sum below 0.9"
-        )
+        raise _fail("data.val_fraction+data.test_fraction", round(val + test, 6), "a sum below 0.9")
     if source == "csv":
         path = _value(cfg, "data.path")
         if not path or not os.path.isfile(path):

@@ -1,4 +1,4 @@
-"""The training loop: one function, read top to bottom, that knows nothing of Hydra, MLflow or Optuna.
+"""The training loop: one function, read top to bottom; it knows nothing of Hydra, MLflow, Optuna.
 
 Per epoch: shuffled index-slice mini-batches, metrics accumulated on the device and synced once,
 validation, scheduler step, early stopping (best weights kept), a report to the caller, which may
@@ -73,8 +73,13 @@ def _targets(y: torch.Tensor, task: str) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, y_scale: float = 1.0,
-    chunk: int = 8192, autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    task: str,
+    y_scale: float = 1.0,
+    chunk: int = 8192,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, torch.Tensor]:
     """Loss and accuracy (classification) or rmse in original units (regression), on the device."""
     model.eval()
@@ -153,7 +158,7 @@ def fit(
         names = ["train_loss", "val_loss", score_name]
         # One host sync per epoch for all metrics.
         values = torch.stack([loss_sum / n, val["loss"], val[score_name[4:]]]).tolist()
-        metrics = dict(zip(names, values))
+        metrics = dict(zip(names, values, strict=True))
         metrics["lr"] = optimizer.param_groups[0]["lr"]
 
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -113,7 +113,10 @@ def run(cfg: DictConfig) -> float:
 
         try:
             result = fit(
-                model, optimizer, scheduler, splits,
+                model,
+                optimizer,
+                scheduler,
+                splits,
                 max_epochs=cfg.trainer.max_epochs,
                 batch_size=cfg.trainer.batch_size,
                 stopper=stopper,
@@ -132,8 +135,13 @@ def run(cfg: DictConfig) -> float:
     objective = result.best_value
     log.info(
         "%s: %s=%s (best epoch %d of %d, %s) run %s",
-        run_name, es.monitor, _fmt(objective), result.best_epoch, result.epochs_run,
-        result.status_reason, job_run.run_id,
+        run_name,
+        es.monitor,
+        _fmt(objective),
+        result.best_epoch,
+        result.epochs_run,
+        result.status_reason,
+        job_run.run_id,
     )
     return objective
 
@@ -157,8 +165,13 @@ def _log_outcome(
     from hypersweep.plots import learning_curve
 
     summary = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
-    summary.update({f"best_{k}": v for k, v in result.best_metrics.items()
-                    if k in ("train_loss", "val_loss", "val_acc", "val_rmse")})
+    summary.update(
+        {
+            f"best_{k}": v
+            for k, v in result.best_metrics.items()
+            if k in ("train_loss", "val_loss", "val_acc", "val_rmse")
+        }
+    )
     job_run.log_summary(summary, {"status_reason": result.status_reason})
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,9 +182,11 @@ def _log_outcome(
     if result.best_metrics:  # a run that diverged in its first epoch has no best weights
         ckpt = save_checkpoint(
             out_dir / "checkpoints" / "best.pt",
-            result.best_state, resolved, result.best_epoch, result.best_metrics,
+            result.best_state,
+            resolved,
+            result.best_epoch,
+            result.best_metrics,
         )
         job_run.log_artifact(ckpt, "checkpoints")
     png = learning_curve(result.history, monitor, result.best_epoch, out_dir / "plots")
     job_run.log_artifact(png, "plots")
-

@@ -53,7 +53,7 @@ def _hidden_block(
 
 
 class MLP(nn.Module):
-    """`depth` hidden layers of `hidden_units`, each linear → [batch norm] → activation → [dropout]."""
+    """`depth` hidden layers of `hidden_units`: linear → [batch norm] → activation → [dropout]."""
 
     input_kinds = ("tabular", "image", "sequence")
 
@@ -112,8 +112,9 @@ class CNN(nn.Module):
                 h, w = h // 2, w // 2
             c = out
         blocks.append(nn.Flatten())
-        blocks += _hidden_block(nn.Linear(c * h * w, hidden_units), hidden_units, activation,
-                                dropout, batchnorm)
+        blocks += _hidden_block(
+            nn.Linear(c * h * w, hidden_units), hidden_units, activation, dropout, batchnorm
+        )
         blocks.append(nn.Linear(hidden_units, output_size))
         self.net = nn.Sequential(*blocks)
         _init(self, activation)

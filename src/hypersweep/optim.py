@@ -13,13 +13,20 @@ import torch
 from torch import nn
 
 
-def adam(params: Iterable, lr: float, beta1: float = 0.9, beta2: float = 0.999,
-         eps: float = 1e-8, amsgrad: bool = False) -> torch.optim.Adam:
+def adam(
+    params: Iterable,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    amsgrad: bool = False,
+) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=(beta1, beta2), eps=eps, amsgrad=amsgrad)
 
 
-def adamw(params: Iterable, lr: float, beta1: float = 0.9, beta2: float = 0.999,
-          eps: float = 1e-8) -> torch.optim.AdamW:
+def adamw(
+    params: Iterable, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=lr, betas=(beta1, beta2), eps=eps)
 
 

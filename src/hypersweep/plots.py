@@ -22,8 +22,13 @@ def learning_curve(
     ax_score.plot(epochs, [h[score] for h in history], label=score, color="tab:green")
     for ax in (ax_loss, ax_score):
         if best_epoch > 0:
-            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
-                       label=f"best {monitor} (epoch {best_epoch})")
+            ax.axvline(
+                best_epoch,
+                color="grey",
+                linestyle="--",
+                linewidth=1,
+                label=f"best {monitor} (epoch {best_epoch})",
+            )
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)

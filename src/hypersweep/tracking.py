@@ -86,7 +86,10 @@ def run_tags_static() -> dict[str, str]:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         tags["git_commit"] = commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -199,7 +202,9 @@ class JobRun:
         from mlflow.entities import Param
 
         self.client = _client(uri)
-        self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        self.run_id = self.client.create_run(
+            experiment_id, run_name=run_name, tags=tags
+        ).info.run_id
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
         self.flush_every_s = flush_every_s
         self._buffer: list = []

@@ -1,0 +1,100 @@
+"""Fixtures: configs composed from the real conf/ tree, MLflow stores in tmp dirs, and a helper
+that runs train.py as a user does."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+# Tiny CPU settings: seconds per job.
+TINY = [
+    "trainer.max_epochs=3",
+    "trainer.batch_size=128",
+    "model.hidden_units=16",
+    "trainer.device=cpu",
+    "trainer.num_threads=1",
+]
+
+
+def compose_cfg(overrides: list[str], hydra_config: bool = False) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=hydra_config)
+
+
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory) -> Path:
+    """One migrated SQLite store per session; tests copy it (migrations take seconds)."""
+    from hypersweep.tracking import prepare_store
+
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    prepare_store(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def store(tmp_path, migrated_store) -> dict[str, str]:
+    db = tmp_path / "mlruns" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copy(migrated_store, db)
+    return {"uri": f"sqlite:///{db}", "artifacts": str(tmp_path / "mlruns" / "artifacts")}
+
+
+@pytest.fixture
+def job_cfg(tmp_path, store):
+    """Compose a job config as Hydra would hand it to the task function (HydraConfig set)."""
+
+    def make(*overrides: str) -> DictConfig:
+        cfg = compose_cfg(
+            [
+                *TINY,
+                f"tracking.uri={store['uri']}",
+                f"tracking.artifact_root={store['artifacts']}",
+                *overrides,
+            ],
+            hydra_config=True,
+        )
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path / "out")
+            cfg.hydra.job.name = "test"
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def mlflow_client(store):
+    from mlflow import MlflowClient
+
+    return MlflowClient(store["uri"])
+
+
+def train(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run `python train.py ARGS` from `cwd` (so outputs and stores land there)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,197 @@
+"""train.py as a user runs it, read back through the MLflow client."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+import yaml
+from mlflow.artifacts import download_artifacts
+
+from hypersweep.checkpoint import load_checkpoint, save_checkpoint
+from hypersweep.progress import Progress
+
+from conftest import train
+
+EPOCH_METRICS = {"train_loss", "val_loss", "val_acc", "lr", "epoch_seconds"}
+SUMMARY_METRICS = {"best_val_loss", "best_val_acc", "best_train_loss", "best_epoch", "epochs_run"}
+
+
+def _children(client):
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags], [
+        r for r in runs if r.data.tags.get("sweep") == "true"
+    ]
+
+
+@pytest.mark.slow
+def test_grid_sweep_logs_every_job_as_a_child_run(tmp_path, store, mlflow_client):
+    result = train(
+        [
+            "-m",
+            "optimizer=adam,sgd",
+            "lr=0.1,0.01",
+            "trainer.max_epochs=4",
+            "model.hidden_units=16",
+            "trainer.early_stopping.patience=50",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    children, parents = _children(mlflow_client)
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {r.info.experiment_id for r in children} == {parent.info.experiment_id}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    seen = set()
+    for run in children:
+        params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+        assert run.info.status == "FINISHED"
+        seen.add((params["optimizer._target_"], params["lr"]))
+        assert params["optimizer.lr"] == params["lr"]
+        assert params["model.hidden_units"] == "16"
+        assert EPOCH_METRICS | SUMMARY_METRICS <= set(metrics)
+        assert tags["status_reason"] == "completed" and metrics["epochs_run"] == 4
+        assert {"overrides", "sweep_dir", "job_num", "git_commit", "version.torch"} <= set(tags)
+        history = mlflow_client.get_metric_history(run.info.run_id, "val_loss")
+        assert [m.step for m in history] == [1, 2, 3, 4]
+        assert min(m.value for m in history) == pytest.approx(metrics["best_val_loss"])
+        artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "overrides.yaml", "checkpoints", "plots"} <= artifacts
+    assert seen == {
+        (o, lr) for o in ("hypersweep.optim.adam", "torch.optim.SGD") for lr in ("0.1", "0.01")
+    }
+    # The sweep run names the best job by the monitored metric.
+    best = min(children, key=lambda r: r.data.metrics["best_val_loss"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    # One summary line per job on the console.
+    assert result.stderr.count("(best epoch") == 4 or result.stdout.count("(best epoch") == 4
+
+
+@pytest.mark.slow
+def test_single_run_checkpoint_and_config_round_trip(tmp_path, store, mlflow_client):
+    result = train(
+        ["optimizer=momentum", "trainer.max_epochs=3", "model.hidden_units=16"], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    children, parents = _children(mlflow_client)
+    assert parents == [] and children == []  # a single run has no sweep parent
+    (run,) = mlflow_client.search_runs(
+        [e.experiment_id for e in mlflow_client.search_experiments()]
+    )
+    assert run.info.status == "FINISHED"
+    local = download_artifacts(
+        run_id=run.info.run_id,
+        artifact_path="checkpoints/best.pt",
+        dst_path=str(tmp_path / "dl"),
+        tracking_uri=store["uri"],
+    )
+    ckpt = load_checkpoint(local)  # weights_only=True
+    assert ckpt["epoch"] == run.data.metrics["best_epoch"]
+    assert ckpt["metrics"]["val_loss"] == pytest.approx(run.data.metrics["best_val_loss"])
+    assert ckpt["config"]["optimizer"]["momentum"] == 0.9
+    assert any(k.endswith("weight") for k in ckpt["state_dict"])
+    config = yaml.safe_load(
+        open(
+            download_artifacts(
+                run_id=run.info.run_id,
+                artifact_path="config.yaml",
+                dst_path=str(tmp_path / "dl"),
+                tracking_uri=store["uri"],
+            )
+        )
+    )
+    assert config == ckpt["config"]
+    overrides = yaml.safe_load(
+        open(
+            download_artifacts(
+                run_id=run.info.run_id,
+                artifact_path="overrides.yaml",
+                dst_path=str(tmp_path / "dl"),
+                tracking_uri=store["uri"],
+            )
+        )
+    )
+    assert overrides == ["optimizer=momentum", "trainer.max_epochs=3", "model.hidden_units=16"]
+
+
+def test_diverged_job_is_recorded_and_the_sweep_goes_on(tmp_path, job_cfg, mlflow_client):
+    from hypersweep.job import run
+
+    value = run(job_cfg("optimizer=sgd", "lr=1e6", "trainer.max_epochs=10"))
+    ok = run(job_cfg("trainer.max_epochs=2"))
+    runs = mlflow_client.search_runs(
+        [e.experiment_id for e in mlflow_client.search_experiments()],
+        order_by=["attributes.start_time ASC"],
+    )
+    assert [r.data.tags["status_reason"] for r in runs] == ["diverged", "completed"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert runs[0].data.metrics["epochs_run"] < 10
+    assert ok < 10 and (value != value or value > ok)  # nan or worse than a sane run
+
+
+def test_same_job_twice_logs_identical_metrics(job_cfg, mlflow_client):
+    from hypersweep.job import run
+
+    first = run(job_cfg("regularization=all"))
+    second = run(job_cfg("regularization=all"))
+    assert first == second
+    a, b = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
+    for name in ("train_loss", "val_loss", "val_acc"):
+        ha = [m.value for m in mlflow_client.get_metric_history(a.info.run_id, name)]
+        hb = [m.value for m in mlflow_client.get_metric_history(b.info.run_id, name)]
+        assert ha == hb
+
+
+def test_failing_job_leaves_a_failed_run_not_a_running_one(job_cfg, mlflow_client, monkeypatch):
+    import hypersweep.job as job
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(job, "fit", explode)
+    with pytest.raises(RuntimeError):
+        job.run(job_cfg())
+    (run,) = mlflow_client.search_runs(
+        [e.experiment_id for e in mlflow_client.search_experiments()]
+    )
+    assert run.info.status == "FAILED"
+    assert run.data.tags["status_reason"] == "failed"
+    assert "out of memory" in run.data.tags["error"]
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"w": torch.ones(2)}, {"a": 1}, 3, {"val_loss": 0.5})
+
+    def torn(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", torn)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"w": torch.zeros(2)}, {"a": 2}, 4, {"val_loss": 0.4})
+    assert load_checkpoint(path)["epoch"] == 3  # the previous checkpoint is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # no temp file left
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("stream,shows", [(_Tty(), True), (io.StringIO(), False)])
+def test_progress_shows_on_a_terminal_only(stream, shows):
+    progress = Progress(10, "val_loss", stream)
+    progress.update(
+        1, {"train_loss": 1.0, "val_loss": 0.9, "val_acc": 0.5, "lr": 0.01, "epoch_seconds": 0.1}
+    )
+    progress.update(
+        2, {"train_loss": 0.8, "val_loss": 0.7, "val_acc": 0.6, "lr": 0.01, "epoch_seconds": 0.1}
+    )
+    progress.close()
+    text = stream.getvalue()
+    assert ("epoch 2/10" in text and "best val_loss 0.7" in text) is shows
+    assert (text == "") is not shows

@@ -1,0 +1,150 @@
+"""The training loop: early stopping, best weights restored, divergence, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from hypersweep.data import load
+from hypersweep.fit import EarlyStopping, evaluate, fit
+from hypersweep.optim import build_optimizer
+
+from conftest import TINY, compose_cfg
+
+
+@pytest.mark.parametrize(
+    "mode,patience,min_delta,values,stop_after",
+    [
+        ("min", 2, 0.0, [1.0, 0.9, 0.95, 0.96, 0.5], 4),  # two epochs without a new low
+        ("min", 0, 0.0, [1.0, 1.1], 2),  # patience 0: the first worse epoch stops
+        ("min", 2, 0.2, [1.0, 0.9, 0.85, 0.5], 3),  # 0.9 and 0.85 are not 0.2 better
+        ("max", 1, 0.0, [0.5, 0.6, 0.6], 3),  # equal is not better
+        ("max", 3, 0.0, [0.5, 0.6, 0.7, 0.8], None),
+    ],
+)
+def test_early_stopping_table(mode, patience, min_delta, values, stop_after):
+    stopper = EarlyStopping(mode, patience, min_delta)
+    stopped = None
+    for epoch, value in enumerate(values, start=1):
+        stopper.update(value, epoch)
+        if stopper.should_stop:
+            stopped = epoch
+            break
+    assert stopped == stop_after
+
+
+def _build(*overrides: str):
+    cfg = compose_cfg([*TINY, *overrides])
+    data = load(cfg.data)
+    torch.manual_seed(cfg.trainer.seed)
+    model = instantiate(cfg.model, input_shape=data.input_shape, output_size=data.output_size)
+    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.regularization.l2)
+    scheduler = instantiate(cfg.scheduler)(optimizer)
+    return cfg, data, model, optimizer, scheduler
+
+
+def _fit(cfg, data, model, optimizer, scheduler, **kw):
+    es = cfg.trainer.early_stopping
+    return fit(
+        model,
+        optimizer,
+        scheduler,
+        data,
+        max_epochs=cfg.trainer.max_epochs,
+        batch_size=cfg.trainer.batch_size,
+        stopper=EarlyStopping(es.resolved_mode, es.patience, es.min_delta),
+        monitor=es.monitor,
+        l1=cfg.regularization.l1,
+        seed=cfg.trainer.seed,
+        **kw,
+    )
+
+
+def test_early_stopping_ends_training_and_restores_the_best_weights():
+    # A high constant lr overfits iris quickly; val_loss turns up and patience 2 stops it.
+    parts = _build(
+        "data=iris",
+        "lr=0.05",
+        "trainer.max_epochs=300",
+        "trainer.batch_size=8",
+        "model.hidden_units=128",
+        "trainer.early_stopping.patience=2",
+    )
+    cfg, data, model, *_ = parts
+    result = _fit(*parts)
+    assert result.status_reason == "early_stopped"
+    assert result.epochs_run < 300
+    assert result.epochs_run == result.best_epoch + 2
+    val_losses = [h["val_loss"] for h in result.history]
+    assert result.best_value == min(val_losses) == val_losses[result.best_epoch - 1]
+    # The model holds the best epoch's weights, not the last epoch's.
+    restored = evaluate(model, data.x_val, data.y_val, data.task)["loss"].item()
+    assert restored == pytest.approx(result.best_value, rel=1e-5)
+    assert restored < val_losses[-1]
+
+
+def test_nan_loss_stops_the_run_as_diverged():
+    parts = _build("optimizer=sgd", "lr=1e6", "trainer.max_epochs=20")
+    result = _fit(*parts)
+    assert result.status_reason == "diverged"
+    assert result.epochs_run < 20
+    assert not math.isfinite(result.history[-1]["train_loss"])
+    assert all(math.isfinite(v) for v in result.best_metrics.values())
+
+
+def test_pruning_callback_stops_the_run():
+    parts = _build("trainer.max_epochs=10")
+    result = _fit(*parts, on_epoch=lambda epoch, m: "pruned" if epoch == 2 else None)
+    assert result.status_reason == "pruned" and result.epochs_run == 2
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        (),
+        ("regularization=all",),
+        ("regularization=l1", "optimizer=nesterov"),
+        ("model=cnn",),
+        ("model=rnn", "data=digits_seq"),
+        ("data=synthetic_regression", "data.n_samples=500", "scheduler=cosine"),
+    ],
+)
+def test_same_config_and_seed_give_identical_metrics_on_cpu(overrides):
+    first = _fit(*_build(*overrides))
+    second = _fit(*_build(*overrides))
+    strip = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in first.history]
+    again = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in second.history]
+    assert strip == again
+
+
+def test_different_training_seed_gives_different_metrics():
+    a = _fit(*_build("trainer.seed=1"))
+    b = _fit(*_build("trainer.seed=2"))
+    assert a.history[-1]["val_loss"] != b.history[-1]["val_loss"]
+
+
+def test_schedulers_change_the_learning_rate_per_epoch():
+    lrs = {}
+    for option in ("constant", "exponential", "polynomial", "piecewise", "cosine"):
+        extra = ["scheduler.milestones=[2]"] if option == "piecewise" else []
+        result = _fit(*_build(f"scheduler={option}", "trainer.max_epochs=4", "lr=0.01", *extra))
+        lrs[option] = [h["lr"] for h in result.history]
+    assert lrs["constant"] == [0.01] * 4
+    assert lrs["exponential"] == pytest.approx([0.01 * 0.95**i for i in range(4)])
+    assert lrs["polynomial"] == pytest.approx([0.01 * (1 - i / 4) for i in range(4)])
+    assert lrs["piecewise"] == pytest.approx([0.01, 0.01, 0.001, 0.001])
+    assert lrs["cosine"][0] == 0.01 and lrs["cosine"][3] < lrs["cosine"][1] < 0.01
+
+
+@pytest.mark.parametrize("group", ["l1", "l2"])
+def test_weight_penalties_shrink_the_weights(group):
+    def weight_norm(*overrides):
+        parts = _build("data=wine", "trainer.max_epochs=40", "lr=0.01", *overrides)
+        _fit(*parts)
+        return sum(p.detach().abs().sum().item() for p in parts[2].parameters() if p.dim() >= 2)
+
+    penalized = weight_norm(f"regularization={group}", f"regularization.{group}=1e-2")
+    assert penalized < 0.8 * weight_norm()
