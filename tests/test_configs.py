@@ -62,6 +62,17 @@ def test_top_level_lr_reaches_every_optimizer():
         assert cfg.optimizer.lr == 0.0314, option
 
 
+def test_top_level_momentum_is_the_first_moment_of_momentum_optimizers():
+    for option, key in (
+        ("momentum", "momentum"),
+        ("nesterov", "momentum"),
+        ("adam", "beta1"),
+        ("adamw", "beta1"),
+    ):
+        cfg = compose_cfg([f"optimizer={option}", "momentum=0.99"])
+        assert cfg.optimizer[key] == 0.99, option
+
+
 def test_l2_decays_weights_but_not_biases():
     cfg = compose_cfg(["regularization=all", "data=iris"])
     model = instantiate(cfg.model, input_shape=(4,), output_size=3)

@@ -13,7 +13,8 @@ CASES = [
     (["lr=-0.1"], "lr", "-0.1", "> 0"),
     (["lr=0"], "lr", "0", "> 0"),
     (["lr=abc"], "lr", "abc", "> 0"),
-    (["optimizer=momentum", "optimizer.momentum=1.0"], "optimizer.momentum", "1.0", "[0, 1)"),
+    (["optimizer=momentum", "momentum=1.0"], "momentum", "1.0", "[0, 1)"),
+    (["optimizer=nesterov", "optimizer.momentum=-0.5"], "optimizer.momentum", "-0.5", "[0, 1)"),
     (["optimizer.beta2=1.5"], "optimizer.beta2", "1.5", "[0, 1)"),
     (["optimizer.eps=0"], "optimizer.eps", "0", "> 0"),
     (

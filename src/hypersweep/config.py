@@ -158,7 +158,7 @@ def _value(cfg: DictConfig, key: str) -> Any:
 
 def validate(cfg: DictConfig) -> None:
     """Check every value of a composed job config; raise ConfigError on the first bad one."""
-    _check_lr(cfg)  # before the optimizer, whose lr interpolates it: name the key the user typed
+    _check_top_level(cfg)  # before the optimizer, which interpolates lr and momentum
     for group, checks in GROUP_CHECKS.items():
         if group not in cfg:
             raise ConfigError(f"{group} is missing from the config: add a `{group}` default")
@@ -175,10 +175,11 @@ def validate(cfg: DictConfig) -> None:
     _check_scheduler(cfg)
 
 
-def _check_lr(cfg: DictConfig) -> None:
-    lr = _value(cfg, "lr")
-    if not POSITIVE[0](lr):
-        raise _fail("lr", lr, POSITIVE[1])
+def _check_top_level(cfg: DictConfig) -> None:
+    for key, (ok, allowed) in (("lr", POSITIVE), ("momentum", UNIT_OPEN)):
+        value = _value(cfg, key)
+        if not ok(value):
+            raise _fail(key, value, allowed)
 
 
 def _check_data(cfg: DictConfig) -> None:

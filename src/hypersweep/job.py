@@ -101,10 +101,18 @@ def run(cfg: DictConfig) -> float:
         tags.update(reporter.tags)
     if cfg.get("resume_from"):
         tags["resumed_from"] = str(cfg.resume_from)
-    run_name = ",".join(o for o in overrides if not o.startswith("hydra.")) or "defaults"
+    if reporter is not None:
+        run_name = f"trial-{reporter.trial.number}"
+    else:
+        run_name = ",".join(o for o in overrides if not o.startswith("hydra.")) or "defaults"
 
     progress = Progress(cfg.trainer.max_epochs, es.monitor)
-    with tracking.JobRun(uri, exp_id, run_name, tags, tracking.flatten(resolved)) as job_run:
+    params = tracking.flatten(resolved)
+    if reporter is not None:
+        params.update(reporter.params())
+    with tracking.JobRun(uri, exp_id, run_name, tags, params) as job_run:
+        if reporter is not None:
+            reporter.attach_run(uri, job_run.run_id)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> str | None:
             job_run.log_epoch(epoch, metrics)
@@ -128,9 +136,10 @@ def run(cfg: DictConfig) -> float:
             )
         finally:
             progress.close()
-        _log_outcome(job_run, result, resolved, overrides, out_dir, es.monitor)
+        summary = _summary(result, model)
+        _log_outcome(job_run, result, summary, resolved, overrides, out_dir, es.monitor)
     if reporter is not None:
-        reporter.finish(result)
+        reporter.finish(result.status_reason, summary)
 
     objective = result.best_value
     log.info(
@@ -154,17 +163,12 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if math.isfinite(value) else str(value)
 
 
-def _log_outcome(
-    job_run: tracking.JobRun,
-    result: FitResult,
-    resolved: dict,
-    overrides: list[str],
-    out_dir: Path,
-    monitor: str,
-) -> None:
-    from hypersweep.plots import learning_curve
-
-    summary = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
+def _summary(result: FitResult, model: torch.nn.Module) -> dict[str, float]:
+    summary = {
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "n_params": sum(p.numel() for p in model.parameters()),
+    }
     summary.update(
         {
             f"best_{k}": v
@@ -172,6 +176,20 @@ def _log_outcome(
             if k in ("train_loss", "val_loss", "val_acc", "val_rmse")
         }
     )
+    return summary
+
+
+def _log_outcome(
+    job_run: tracking.JobRun,
+    result: FitResult,
+    summary: dict[str, float],
+    resolved: dict,
+    overrides: list[str],
+    out_dir: Path,
+    monitor: str,
+) -> None:
+    from hypersweep.plots import learning_curve
+
     job_run.log_summary(summary, {"status_reason": result.status_reason})
 
     out_dir.mkdir(parents=True, exist_ok=True)

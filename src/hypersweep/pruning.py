@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
 
 import optuna
+from hydra.utils import instantiate
 
 TRIAL_ENV = "HYPERSWEEP_TRIAL_ID"
 STUDY_ENV = "HYPERSWEEP_STUDY"
@@ -44,7 +44,12 @@ def register_live_study(storage_spec: str, study: optuna.Study) -> None:
 def _study(storage_spec: str, name: str) -> optuna.Study:
     key = (storage_spec, name)
     if key not in _LIVE:
-        _LIVE[key] = optuna.load_study(study_name=name, storage=open_storage(storage_spec))
+        storage = open_storage(storage_spec)
+        # The sweeper leaves its pruner's config on the study: a job in another process must
+        # prune with the same rule, not with load_study's default MedianPruner.
+        pruner_cfg = optuna.load_study(study_name=name, storage=storage).user_attrs.get("pruner")
+        pruner = instantiate(pruner_cfg) if pruner_cfg else optuna.pruners.NopPruner()
+        _LIVE[key] = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
     return _LIVE[key]
 
 
@@ -53,19 +58,39 @@ class TrialReporter:
         self.study, self.trial_id, self.monitor = study, trial_id, monitor
         self.trial = optuna.trial.Trial(study, trial_id)
         self.tags = {"trial_number": str(self.trial.number), "study_name": study.study_name}
+        # Optuna prunes single-objective studies only.
+        self.prunable = len(study.directions) == 1
+
+    def params(self) -> dict[str, str]:
+        """How each searched key was sampled (`search.<key>.scale`), and the raw sample where a
+        transform sits between it and the config value (`search.<key>.sampled`, e.g. 1-β)."""
+        frozen = self.study._storage.get_trial(self.trial_id)
+        out = {}
+        for key, scale in frozen.user_attrs.get("scales", {}).items():
+            out[f"search.{key}.scale"] = scale
+            name = f"1-{key}" if scale == "one_minus_log" else key
+            if scale == "one_minus_log" and name in frozen.params:
+                out[f"search.{key}.sampled"] = repr(frozen.params[name])
+        return out
+
+    def attach_run(self, tracking_uri: str, run_id: str) -> None:
+        """Remember the MLflow run, so a resumed sweep can close it if this job is killed."""
+        storage = self.study._storage
+        storage.set_trial_user_attr(self.trial_id, "mlflow_uri", tracking_uri)
+        storage.set_trial_user_attr(self.trial_id, "mlflow_run_id", run_id)
 
     def report(self, epoch: int, metrics: dict[str, float]) -> str | None:
         value = metrics[self.monitor]
-        if not math.isfinite(value):
+        if not self.prunable or not math.isfinite(value):
             return None  # the fit loop stops a diverged run itself
         self.trial.report(value, epoch)
         return "pruned" if self.trial.should_prune() else None
 
-    def finish(self, result: Any) -> None:
+    def finish(self, status_reason: str, summary: dict[str, float]) -> None:
         """Leave the outcome on the trial, for the sweeper (which may be another process)."""
         storage = self.study._storage
-        storage.set_trial_user_attr(self.trial_id, "status_reason", result.status_reason)
-        storage.set_trial_user_attr(self.trial_id, "epochs_run", result.epochs_run)
+        storage.set_trial_user_attr(self.trial_id, "summary", summary)
+        storage.set_trial_user_attr(self.trial_id, "status_reason", status_reason)
 
 
 def trial_reporter(monitor: str) -> TrialReporter | None:

@@ -59,6 +59,14 @@ def experiment_id(uri: str, name: str, artifact_root: str | None) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
+def close_if_running(uri: str, run_id: str, status: str = "KILLED") -> None:
+    """Terminate a run whose process died (e.g. a killed sweep), so none stays RUNNING."""
+    client = _client(uri)
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_tag(run_id, "status_reason", "interrupted")
+        client.set_terminated(run_id, status)
+
+
 def flatten(node: Any, prefix: str = "") -> dict[str, str]:
     """Resolved config as {"optimizer.lr": "0.01", ...}."""
     if isinstance(node, dict):
@@ -110,10 +118,16 @@ def experiment_name(cfg: DictConfig) -> str:
         return str(explicit)
     from hydra.core.hydra_config import HydraConfig
 
+    from hypersweep.pruning import STUDY_ENV
+
+    if os.environ.get(STUDY_ENV):  # a job of an Optuna sweep
+        return os.environ[STUDY_ENV]
     hydra_cfg = cfg.hydra if "hydra" in cfg else HydraConfig.get()
-    study = OmegaConf.select(hydra_cfg, "sweeper.study_name", default=None)
-    if study:
-        return str(study)
+    sweeper = str(OmegaConf.select(hydra_cfg, "sweeper._target_", default=""))
+    if "hypersweep_sweeper" in sweeper and "hydra" in cfg:
+        from hydra_plugins.hypersweep_sweeper.sweeper import study_name_for
+
+        return study_name_for(cfg)
     if str(hydra_cfg.mode) == "RunMode.MULTIRUN":
         return os.path.relpath(os.path.abspath(hydra_cfg.sweep.dir))
     return str(hydra_cfg.job.name)

@@ -1,0 +1,203 @@
+"""Config schema of the `hypersweep` sweeper, registered in Hydra's ConfigStore.
+
+Keys and sampler option names follow hydra-optuna-sweeper 1.3 so that its users' configs carry
+over by changing only the sweeper's name (`override hydra/sweeper: hypersweep`). Added: `pruner`,
+persistent `storage` by default, `objective_attrs`, `coarse_to_fine`.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any  # noqa: UP035 - OmegaConf reads these
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+import hypersweep  # noqa: F401  (registers the hs.* resolvers used below)
+
+# Journal file shared by all studies on this machine; any SQLAlchemy URL works instead.
+DEFAULT_STORAGE = "${hs.abspath:multirun/optuna.journal}"
+
+
+@dataclass
+class SamplerConfig:
+    _target_: str = MISSING
+    seed: int | None = None
+
+
+@dataclass
+class TPESamplerConfig(SamplerConfig):
+    _target_: str = "optuna.samplers.TPESampler"
+    consider_prior: bool | None = None
+    prior_weight: float | None = None
+    consider_magic_clip: bool | None = None
+    consider_endpoints: bool | None = None
+    n_startup_trials: int = 10
+    n_ei_candidates: int = 24
+    multivariate: bool | None = None
+    group: bool = False
+    warn_independent_sampling: bool | None = None
+    constant_liar: bool = True
+
+
+@dataclass
+class RandomSamplerConfig(SamplerConfig):
+    _target_: str = "optuna.samplers.RandomSampler"
+
+
+@dataclass
+class CmaEsSamplerConfig(SamplerConfig):
+    _target_: str = "optuna.samplers.CmaEsSampler"
+    x0: dict[str, Any] | None = None
+    sigma0: float | None = None
+    n_startup_trials: int = 1
+    independent_sampler: Any | None = None
+    warn_independent_sampling: bool = True
+    consider_pruned_trials: bool = False
+    restart_strategy: str | None = None
+    popsize: int | None = None
+    inc_popsize: int = -1
+    use_separable_cma: bool = False
+    with_margin: bool = False
+    lr_adapt: bool = False
+    source_trials: Any | None = None
+
+
+@dataclass
+class GPSamplerConfig(SamplerConfig):
+    _target_: str = "optuna.samplers.GPSampler"
+    n_startup_trials: int = 10
+    deterministic_objective: bool = False
+    warn_independent_sampling: bool = True
+
+
+@dataclass
+class QMCSamplerConfig(SamplerConfig):
+    _target_: str = "optuna.samplers.QMCSampler"
+    qmc_type: str = "sobol"
+    scramble: bool = False
+    independent_sampler: Any | None = None
+    warn_asynchronous_seeding: bool = True
+    warn_independent_sampling: bool = True
+
+
+@dataclass
+class NSGAIISamplerConfig(SamplerConfig):
+    _target_: str = "optuna.samplers.NSGAIISampler"
+    population_size: int = 50
+    mutation_prob: float | None = None
+    crossover_prob: float = 0.9
+    swapping_prob: float = 0.5
+    constraints_func: Any | None = None
+
+
+@dataclass
+class MOTPESamplerConfig(SamplerConfig):
+    # MOTPESampler was folded into TPESampler (Optuna 3); the factory maps the old keys.
+    _target_: str = "hydra_plugins.hypersweep_sweeper.samplers.motpe"
+    consider_prior: bool | None = None
+    prior_weight: float | None = None
+    consider_magic_clip: bool | None = None
+    consider_endpoints: bool | None = None
+    n_startup_trials: int = 10
+    n_ehvi_candidates: int = 24
+
+
+@dataclass
+class GridSamplerConfig(SamplerConfig):
+    # The search space is filled in by the sweeper from `params` (discrete values only).
+    _target_: str = "optuna.samplers.GridSampler"
+    _partial_: bool = True
+
+
+@dataclass
+class NopPrunerConfig:
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+@dataclass
+class MedianPrunerConfig:
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 3
+    interval_steps: int = 1
+    n_min_trials: int = 1
+
+
+@dataclass
+class SuccessiveHalvingPrunerConfig:
+    _target_: str = "optuna.pruners.SuccessiveHalvingPruner"
+    min_resource: Any = 1  # int or "auto"
+    reduction_factor: int = 3
+    min_early_stopping_rate: int = 0
+    bootstrap_count: int = 0
+
+
+@dataclass
+class HyperbandPrunerConfig:
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1
+    max_resource: Any = "auto"  # int (max epochs) or "auto"
+    reduction_factor: int = 3
+    bootstrap_count: int = 0
+
+
+@dataclass
+class CoarseToFineConfig:
+    """After the trials of one stage, narrow every numeric interval to the span of the best
+    `top_fraction` of trials (widened by `margin` of that span), for `stages` stages in all."""
+
+    stages: int = 1
+    top_fraction: float = 0.25
+    margin: float = 0.1
+
+
+@dataclass
+class HypersweepSweeperConf:
+    _target_: str = "hydra_plugins.hypersweep_sweeper.sweeper.HypersweepSweeper"
+    defaults: list[Any] = field(
+        default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": "none"}]
+    )
+    sampler: Any = MISSING
+    pruner: Any = None
+    # "minimize" / "maximize", or a list of them for several objectives.
+    direction: Any = "minimize"
+    storage: str | None = DEFAULT_STORAGE
+    # null: derived from the command (task name + a hash of the search), so re-running the same
+    # command resumes the same study.
+    study_name: str | None = None
+    n_trials: int = 20
+    # Trials launched together per batch (the launcher may run them in parallel).
+    n_jobs: int = 1
+    # Fraction of n_trials that may fail before the sweep stops.
+    max_failure_rate: float = 0.0
+    search_space: dict[str, Any] | None = None  # hydra-optuna-sweeper < 1.2, still read
+    params: dict[str, Any] | None = None
+    custom_search_space: str | None = None
+    # Names of the job's summary metrics to return instead of the monitored value (for several
+    # objectives, e.g. [best_val_acc, n_params]); null: the job's own return value.
+    objective_attrs: list[str] | None = None
+    coarse_to_fine: CoarseToFineConfig = field(default_factory=CoarseToFineConfig)
+
+
+_store = ConfigStore.instance()
+_store.store(
+    group="hydra/sweeper", name="hypersweep", node=HypersweepSweeperConf, provider="hypersweep"
+)
+for _name, _node in {
+    "tpe": TPESamplerConfig,
+    "random": RandomSamplerConfig,
+    "cmaes": CmaEsSamplerConfig,
+    "gp": GPSamplerConfig,
+    "qmc": QMCSamplerConfig,
+    "nsgaii": NSGAIISamplerConfig,
+    "motpe": MOTPESamplerConfig,
+    "grid": GridSamplerConfig,
+}.items():
+    _store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="hypersweep")
+for _name, _node in {
+    "none": NopPrunerConfig,
+    "median": MedianPrunerConfig,
+    "asha": SuccessiveHalvingPrunerConfig,
+    "successive_halving": SuccessiveHalvingPrunerConfig,
+    "hyperband": HyperbandPrunerConfig,
+}.items():
+    _store.store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="hypersweep")

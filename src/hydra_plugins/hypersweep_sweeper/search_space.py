@@ -1,0 +1,167 @@
+"""Hydra's override grammar → Optuna distributions.
+
+key=interval(a, b)                  float uniform in [a, b]
+key=int(interval(a, b))             integer uniform in [a, b]
+key=tag(log, interval(a, b))        log-uniform (int if both bounds are ints)
+key=tag(one_minus_log, interval(a, b))
+                                    β with 1-β log-uniform in [1-b, 1-a]: momentum-like values,
+                                    e.g. interval(0.9, 0.999) is β = 1 - 10^U(-3, -1)
+key=range(a, b[, step])             a, a+step, ... below b (Hydra's range: b excluded)
+key=choice(x, y, ...) or key=x,y    categorical
+key=value                           fixed
+"""
+
+# No `from __future__ import annotations`: Hydra execs plugin modules outside sys.modules,
+# where dataclasses cannot resolve string annotations.
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    RangeSweep,
+    Transformer,
+)
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+SCALES = ("log", "one_minus_log")
+
+
+class SearchSpaceError(ValueError):
+    """A malformed search-space value; the message names the key and the value."""
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str  # the config key the job receives (`momentum`, `optimizer`, ...)
+    name: str  # the Optuna parameter (`1-momentum` when sampled as 1-β)
+    distribution: BaseDistribution
+    scale: str  # choice, uniform, int, log, int_log, one_minus_log, range
+
+    def value(self, sampled: Any) -> Any:
+        """The config value for an Optuna sample."""
+        if self.scale == "one_minus_log":
+            return round(1.0 - sampled, 12)
+        return sampled
+
+    def sample_from_value(self, value: Any) -> Any:
+        return 1.0 - value if self.scale == "one_minus_log" else value
+
+    def override(self, sampled: Any) -> str:
+        value = self.value(sampled)
+        if isinstance(value, str):
+            return f"{self.key}={_quote(value)}"
+        if isinstance(value, float):
+            return f"{self.key}={value!r}"
+        return f"{self.key}={value}"
+
+
+def _quote(text: str) -> str:
+    simple = text.replace("_", "").replace("-", "").replace(".", "").replace("/", "").isalnum()
+    return text if simple else "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _interval(key: str, sweep: IntervalSweep, text: str) -> Param:
+    low, high = sweep.start, sweep.end
+    unknown = set(sweep.tags) - set(SCALES)
+    if unknown:
+        raise SearchSpaceError(
+            f"{key}={text}: unknown tag {sorted(unknown)[0]!r}: expected one of {', '.join(SCALES)}"
+        )
+    if not low < high:
+        raise SearchSpaceError(f"{key}={text}: the lower bound must be below the upper bound")
+    integer = isinstance(low, int) and isinstance(high, int)
+    if "one_minus_log" in sweep.tags:
+        if integer or not 0 <= low < high < 1:
+            raise SearchSpaceError(
+                f"{key}={text}: one_minus_log needs float bounds with 0 <= a < b < 1"
+            )
+        return Param(
+            key, f"1-{key}", FloatDistribution(1 - high, 1 - low, log=True), "one_minus_log"
+        )
+    if "log" in sweep.tags:
+        if low <= 0:
+            raise SearchSpaceError(f"{key}={text}: a log scale needs bounds > 0")
+        if integer:
+            return Param(key, key, IntDistribution(low, high, log=True), "int_log")
+        return Param(key, key, FloatDistribution(low, high, log=True), "log")
+    if integer:
+        return Param(key, key, IntDistribution(low, high), "int")
+    return Param(key, key, FloatDistribution(float(low), float(high)), "uniform")
+
+
+def _range(key: str, sweep: RangeSweep, text: str) -> Param:
+    start, stop, step = sweep.start, sweep.stop, sweep.step
+    if not step or step <= 0 or stop <= start:
+        raise SearchSpaceError(f"{key}={text}: range needs start < stop and a step > 0")
+    count = math.ceil((stop - start) / step - 1e-9)  # Hydra's range excludes stop
+    last = start + (count - 1) * step
+    if all(isinstance(v, int) for v in (start, stop, step)):
+        return Param(key, key, IntDistribution(start, last, step=step), "range")
+    return Param(key, key, FloatDistribution(float(start), float(last), step=float(step)), "range")
+
+
+def _param(override: Override) -> Param | str:
+    key = override.get_key_element()
+    if not override.is_sweep_override():
+        return override.get_value_element_as_str()
+    text = (override.input_line or "").partition("=")[2]
+    sweep = override.value()
+    if isinstance(sweep, IntervalSweep):
+        return _interval(key, sweep, text)
+    if isinstance(sweep, RangeSweep) and not sweep.shuffle:
+        return _range(key, sweep, text)
+    if isinstance(sweep, (ChoiceSweep, RangeSweep)):
+        choices = list(override.sweep_iterator(transformer=Transformer.encode))
+        if not choices:
+            raise SearchSpaceError(f"{key}={text}: choice needs at least one value")
+        for c in choices:
+            if not isinstance(c, (str, int, float, bool, type(None))):
+                raise SearchSpaceError(f"{key}={text}: choices must be plain values, got {c!r}")
+        return Param(key, key, CategoricalDistribution(choices), "choice")
+    raise SearchSpaceError(f"{key}={text}: not a search-space value this sweeper knows")
+
+
+def parse(arguments: list[str]) -> tuple[list[Param], dict[str, str]]:
+    """Split `key=value` strings into searched params and fixed overrides (later wins)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(arguments)
+    except Exception as e:  # noqa: BLE001 - Hydra raises OverrideParseException and others
+        raise SearchSpaceError(str(e).splitlines()[0]) from None
+    params: dict[str, Param] = {}
+    fixed: dict[str, str] = {}
+    for override in parsed:
+        key = override.get_key_element()
+        result = _param(override)
+        params.pop(key, None)
+        fixed.pop(key, None)
+        if isinstance(result, Param):
+            params[key] = result
+        else:
+            fixed[key] = result
+    return list(params.values()), fixed
+
+
+def grid_values(param: Param) -> list[Any]:
+    """All values of a discrete param, for Optuna's GridSampler."""
+    d = param.distribution
+    if isinstance(d, CategoricalDistribution):
+        return list(d.choices)
+    if isinstance(d, IntDistribution) and not d.log:
+        return list(range(d.low, d.high + 1, d.step))
+    if isinstance(d, FloatDistribution) and d.step is not None:
+        n = round((d.high - d.low) / d.step) + 1
+        return [round(d.low + i * d.step, 12) for i in range(n)]
+    raise SearchSpaceError(
+        f"{param.key}: the grid sampler needs discrete values (choice, range or int interval), "
+        f"not a continuous {param.scale} interval"
+    )

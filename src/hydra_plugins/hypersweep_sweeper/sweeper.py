@@ -1,0 +1,437 @@
+"""The `hypersweep` Hydra sweeper: ask/tell on current Optuna, with pruning and resume.
+
+Each batch of `n_jobs` trials is asked from the study, turned into override lists and handed to
+the configured launcher. Every job learns its trial through environment variables set with
+`hydra.job.env_set` and reports to the persistent storage itself (hypersweep.pruning), so pruning
+works with launchers that run jobs in other processes. Outcomes the job left on the trial
+(status_reason, summary metrics) decide how the trial is told: COMPLETE, PRUNED or FAIL.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_method
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from hydra_plugins.hypersweep_sweeper.search_space import (
+    Param,
+    SearchSpaceError,
+    grid_values,
+    parse,
+)
+from hypersweep.pruning import (
+    STORAGE_ENV,
+    STUDY_ENV,
+    TRIAL_ENV,
+    open_storage,
+    register_live_study,
+)
+
+log = logging.getLogger(__name__)
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class SweepFailed(RuntimeError):
+    """Too many trials failed; the message says how many and the last error."""
+
+
+def search_arguments(sweeper_cfg: DictConfig, arguments: list[str]) -> list[str]:
+    """`params` (or the legacy `search_space`) from the config, then the command line's."""
+    out = []
+    if sweeper_cfg.get("params"):
+        out += [f"{k}={v}" for k, v in sweeper_cfg.params.items()]
+    elif sweeper_cfg.get("search_space"):
+        out += [_legacy_param(k, v) for k, v in sweeper_cfg.search_space.items()]
+    return out + list(arguments)
+
+
+def _legacy_param(key: str, spec: DictConfig) -> str:
+    kind = spec.type
+    if kind == "categorical":
+        return f"{key}=choice({','.join(map(str, spec.choices))})"
+    if spec.get("step"):
+        return f"{key}=range({spec.low},{spec.high + spec.step},{spec.step})"
+    inner = f"interval({spec.low},{spec.high})"
+    inner = f"int({inner})" if kind == "int" else inner
+    return f"{key}=tag(log,{inner})" if spec.get("log") else f"{key}={inner}"
+
+
+def default_study_name(config: DictConfig, arguments: list[str]) -> str:
+    """Task name + a hash of everything that defines the search: the same command gives the
+    same study, so re-running it resumes."""
+    sweeper = config.hydra.sweeper
+    key = {
+        "search": sorted(search_arguments(sweeper, arguments)),
+        "direction": OmegaConf.to_container(sweeper.direction)
+        if isinstance(sweeper.direction, ListConfig)
+        else sweeper.direction,
+        "sampler": OmegaConf.to_container(sweeper.sampler, resolve=True),
+        "pruner": OmegaConf.to_container(sweeper.pruner, resolve=True) if sweeper.pruner else None,
+        "objective_attrs": OmegaConf.to_container(sweeper.objective_attrs)
+        if sweeper.get("objective_attrs")
+        else None,
+        "coarse_to_fine": OmegaConf.to_container(sweeper.coarse_to_fine),
+    }
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{config.hydra.job.name}-{digest[:8]}"
+
+
+def study_name_for(config: DictConfig) -> str:
+    return config.hydra.sweeper.study_name or default_study_name(
+        config, list(config.hydra.overrides.task)
+    )
+
+
+class HypersweepSweeper(Sweeper):
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Any,
+        storage: str | None,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        search_space: DictConfig | None = None,
+        params: DictConfig | None = None,
+        custom_search_space: str | None = None,
+        pruner: Any = None,
+        objective_attrs: list[str] | None = None,
+        coarse_to_fine: DictConfig | None = None,
+    ) -> None:
+        self.sampler = sampler
+        self.pruner = pruner
+        directions = list(direction) if isinstance(direction, (list, ListConfig)) else [direction]
+        self.directions = [str(getattr(d, "name", d)) for d in directions]
+        self.storage_spec = storage
+        self.study_name = study_name
+        self.n_trials = n_trials
+        self.n_jobs = n_jobs
+        self.max_failure_rate = max_failure_rate
+        self.custom_search_space = get_method(custom_search_space) if custom_search_space else None
+        self.objective_attrs = list(objective_attrs) if objective_attrs else None
+        self.stages = int(coarse_to_fine.stages) if coarse_to_fine else 1
+        self.top_fraction = float(coarse_to_fine.top_fraction) if coarse_to_fine else 0.25
+        self.margin = float(coarse_to_fine.margin) if coarse_to_fine else 0.1
+        self.job_idx = 0
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+
+    # -- checks -----------------------------------------------------------------------------
+    def _check(self) -> None:
+        for d in self.directions:
+            if d not in ("minimize", "maximize"):
+                raise SearchSpaceError(
+                    f"hydra.sweeper.direction={d!r} is not allowed: expected minimize, maximize "
+                    "or a list of them"
+                )
+        checks = [
+            ("n_trials", self.n_trials, self.n_trials >= 1, "an integer >= 1"),
+            ("n_jobs", self.n_jobs, self.n_jobs >= 1, "an integer >= 1"),
+            (
+                "max_failure_rate",
+                self.max_failure_rate,
+                0 <= self.max_failure_rate <= 1,
+                "a number in [0, 1]",
+            ),
+            ("coarse_to_fine.stages", self.stages, self.stages >= 1, "an integer >= 1"),
+            (
+                "coarse_to_fine.top_fraction",
+                self.top_fraction,
+                0 < self.top_fraction <= 1,
+                "a number in (0, 1]",
+            ),
+        ]
+        for key, value, ok, allowed in checks:
+            if not ok:
+                raise SearchSpaceError(
+                    f"hydra.sweeper.{key}={value!r} is not allowed: expected {allowed}"
+                )
+        if self.objective_attrs and len(self.objective_attrs) != len(self.directions):
+            raise SearchSpaceError(
+                f"hydra.sweeper.objective_attrs={self.objective_attrs} has "
+                f"{len(self.objective_attrs)} names for {len(self.directions)} directions"
+            )
+        if len(self.directions) > 1 and not isinstance(self.pruner, optuna.pruners.NopPruner):
+            if self.pruner is not None:
+                raise SearchSpaceError(
+                    "hydra.sweeper.pruner: Optuna cannot prune multi-objective studies: "
+                    "expected hydra/sweeper/pruner=none"
+                )
+
+    # -- the sweep --------------------------------------------------------------------------
+    def sweep(self, arguments: list[str]) -> Any:
+        try:
+            return self._sweep(arguments)
+        except SearchSpaceError as e:
+            print(f"hypersweep: error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    def _sweep(self, arguments: list[str]) -> Any:
+        self._check()
+        params, fixed = parse(search_arguments(self.config.hydra.sweeper, arguments))
+        for key in fixed:
+            for p in [p for p in params if p.key == key]:
+                params.remove(p)
+        sampler = self.sampler
+        if isinstance(sampler, functools.partial):  # the grid sampler takes the space
+            space = {p.name: grid_values(p) for p in params}
+            sampler = sampler(space)
+            size = math.prod(len(v) for v in space.values())
+            if size < self.n_trials:
+                log.info("Grid of %d points: n_trials %d -> %d", size, self.n_trials, size)
+                self.n_trials = size
+        name = self.study_name or default_study_name(self.config, arguments)
+        storage = open_storage(self.storage_spec)
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            sampler=sampler,
+            pruner=self.pruner,
+            directions=self.directions,
+            load_if_exists=True,
+        )
+        pruner_cfg = self.config.hydra.sweeper.get("pruner")
+        study.set_user_attr(
+            "pruner", OmegaConf.to_container(pruner_cfg, resolve=True) if pruner_cfg else None
+        )
+        register_live_study(self.storage_spec or "", study)
+        resumed = self._recover(study)
+        log.info(
+            "Study %s (%s), storage %s, sampler %s, pruner %s%s",
+            name,
+            "/".join(self.directions),
+            self.storage_spec or "in memory",
+            type(sampler).__name__,
+            type(self.pruner).__name__ if self.pruner else "none",
+            f", resuming with {resumed} trials done" if resumed else "",
+        )
+
+        total = self.n_trials * self.stages
+        for stage in range(1, self.stages + 1):
+            if stage > 1:
+                params = self._narrow(study, params)
+            target = self.n_trials * stage
+            self._run_stage(study, params, fixed, target, total)
+        return self._write_results(study, params)
+
+    def _recover(self, study: optuna.Study) -> int:
+        """Trials left RUNNING by an interrupted sweep are marked FAIL; returns trials done."""
+        storage = study._storage
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            storage.set_trial_user_attr(trial._trial_id, "status_reason", "interrupted")
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            _close_mlflow_run(trial.user_attrs)
+            log.warning("Trial %d was interrupted in an earlier sweep: marked FAIL", trial.number)
+        return len(study.get_trials(deepcopy=False, states=DONE))
+
+    def _run_stage(
+        self,
+        study: optuna.Study,
+        params: list[Param],
+        fixed: dict[str, str],
+        target: int,
+        total: int,
+    ) -> None:
+        failures: list[str] = []
+        while (done := len(study.get_trials(deepcopy=False, states=DONE))) < target:
+            batch = [study.ask() for _ in range(min(self.n_jobs, target - done))]
+            overrides = [self._trial_overrides(study, t, params, fixed) for t in batch]
+            try:
+                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            except BaseException:
+                for t in batch:  # no lost trial: a crash of the batch fails its trials
+                    if study._storage.get_trial(t._trial_id).state == TrialState.RUNNING:
+                        study.tell(t, state=TrialState.FAIL)
+                raise
+            self.job_idx += len(returns)
+            for trial, ret in zip(batch, returns, strict=True):
+                error = self._tell(study, trial, ret)
+                if error:
+                    failures.append(error)
+            failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+            if failures and failed > self.max_failure_rate * total:
+                raise SweepFailed(
+                    f"{failed} of {total} trials failed, more than "
+                    f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; "
+                    f"last error: {failures[-1]}"
+                )
+
+    def _trial_overrides(
+        self, study: optuna.Study, trial: optuna.Trial, params: list[Param], fixed: dict[str, str]
+    ) -> list[str]:
+        for p in params:
+            trial._suggest(p.name, p.distribution)
+        if self.custom_search_space:
+            self.custom_search_space(self.config, trial)
+        by_name = {p.name: p for p in params}
+        overrides = [f"{k}={v}" for k, v in fixed.items()]
+        for name, value in trial.params.items():
+            p = by_name.get(name)
+            overrides.append(p.override(value) if p else f"{name}={value!r}")
+        trial.set_user_attr("scales", {p.key: p.scale for p in params})
+        env = {
+            TRIAL_ENV: str(trial._trial_id),
+            STUDY_ENV: study.study_name,
+            STORAGE_ENV: self.storage_spec or "",
+        }
+        overrides += [f"++hydra.job.env_set.{k}='{v}'" for k, v in env.items()]
+        return overrides
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any) -> str | None:
+        """Tell the trial's outcome; returns an error message for a failed trial."""
+        attrs = study._storage.get_trial(trial._trial_id).user_attrs
+        reason = attrs.get("status_reason")
+        try:
+            value = ret.return_value  # raises the job's exception if it failed
+        except Exception as e:  # noqa: BLE001
+            study.tell(trial, state=TrialState.FAIL)
+            log.warning("Trial %d failed: %s: %s", trial.number, type(e).__name__, e)
+            return f"trial {trial.number}: {type(e).__name__}: {e}"
+        if reason in ("pruned", "diverged"):
+            # A diverged trial is PRUNED: the samplers learn from its last reported value, and
+            # it does not count toward max_failure_rate (the config was valid, just bad).
+            study.tell(trial, state=TrialState.PRUNED)
+            return None
+        try:
+            values = self._values(value, attrs)
+        except (TypeError, ValueError, KeyError) as e:
+            study.tell(trial, state=TrialState.FAIL)
+            return f"trial {trial.number}: {e}"
+        study.tell(trial, values=values)
+        return None
+
+    def _values(self, value: Any, attrs: dict[str, Any]) -> list[float]:
+        if self.objective_attrs:
+            summary = attrs.get("summary", {})
+            missing = [a for a in self.objective_attrs if a not in summary]
+            if missing:
+                raise KeyError(
+                    f"the job left no summary metric {missing[0]!r} "
+                    f"(has: {', '.join(sorted(summary))})"
+                )
+            values = [float(summary[a]) for a in self.objective_attrs]
+        elif len(self.directions) == 1:
+            values = [float(value)]
+        else:
+            values = [float(v) for v in value]
+        if len(values) != len(self.directions):
+            raise ValueError(
+                f"{len(values)} objective values for {len(self.directions)} directions"
+            )
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"non-finite objective {values}")
+        return values
+
+    # -- coarse to fine ---------------------------------------------------------------------
+    def _narrow(self, study: optuna.Study, params: list[Param]) -> list[Param]:
+        """Numeric intervals shrink to the span of the best trials so far (plus a margin)."""
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(self.directions) > 1 or not done:
+            return params
+        reverse = self.directions[0] == "maximize"
+        ranked = sorted(done, key=lambda t: t.value, reverse=reverse)
+        top = ranked[: max(2, math.ceil(len(ranked) * self.top_fraction))]
+        narrowed = []
+        for p in params:
+            d = p.distribution
+            values = [t.params[p.name] for t in top if p.name in t.params]
+            if isinstance(d, CategoricalDistribution) or not values:
+                narrowed.append(p)
+                continue
+            lo, hi = min(values), max(values)
+            if d.log:
+                span = math.log(hi) - math.log(lo)
+                lo, hi = lo * math.exp(-self.margin * span), hi * math.exp(self.margin * span)
+            else:
+                span = hi - lo
+                lo, hi = lo - self.margin * span, hi + self.margin * span
+            lo, hi = max(lo, d.low), min(hi, d.high)
+            if isinstance(d, IntDistribution):
+                lo, hi = math.floor(lo), math.ceil(hi)
+                lo = d.low + (lo - d.low) // d.step * d.step
+                hi = lo + (hi - lo) // d.step * d.step
+                new = IntDistribution(lo, max(hi, lo), log=d.log, step=d.step)
+            elif d.step is not None:
+                lo = d.low + math.floor((lo - d.low) / d.step) * d.step
+                hi = lo + math.floor((hi - lo) / d.step + 1e-9) * d.step
+                new = FloatDistribution(lo, max(hi, lo), step=d.step)
+            else:
+                new = FloatDistribution(lo, max(hi, lo * (1 + 1e-9) if d.log else lo), log=d.log)
+            log.info("coarse-to-fine: %s %s -> [%.4g, %.4g]", p.name, p.scale, new.low, new.high)
+            narrowed.append(Param(p.key, p.name, new, p.scale))
+        return narrowed
+
+    # -- results ----------------------------------------------------------------------------
+    def _write_results(self, study: optuna.Study, params: list[Param]) -> dict[str, Any]:
+        by_name = {p.name: p for p in params}
+        counts = {
+            s.name: len(study.get_trials(deepcopy=False, states=(s,)))
+            for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        }
+
+        def overrides(trial: optuna.trial.FrozenTrial) -> list[str]:
+            return [
+                by_name[n].override(v) if n in by_name else f"{n}={v}"
+                for n, v in trial.params.items()
+            ]
+
+        results: dict[str, Any] = {
+            "name": study.study_name,
+            "storage": self.storage_spec,
+            "trials": counts,
+        }
+        if counts["COMPLETE"] == 0:
+            log.warning("No trial completed; no best trial to report")
+        elif len(self.directions) == 1:
+            best = study.best_trial
+            results.update(
+                best_params=dict(best.params),
+                best_value=best.value,
+                best_trial=best.number,
+                best_overrides=overrides(best),
+            )
+            log.info("Best trial %d: %s = %s", best.number, " ".join(overrides(best)), best.value)
+        else:
+            results["solutions"] = [
+                {
+                    "params": dict(t.params),
+                    "values": list(t.values),
+                    "trial": t.number,
+                    "overrides": overrides(t),
+                }
+                for t in study.best_trials
+            ]
+            log.info("Pareto front: %d trials", len(results["solutions"]))
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
+        return results
+
+
+def _close_mlflow_run(attrs: dict[str, Any]) -> None:
+    if attrs.get("mlflow_run_id") and attrs.get("mlflow_uri"):
+        from hypersweep.tracking import close_if_running
+
+        close_if_running(attrs["mlflow_uri"], attrs["mlflow_run_id"], "KILLED")
