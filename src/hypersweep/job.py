@@ -110,9 +110,9 @@ def run(cfg: DictConfig) -> float:
     params = tracking.flatten(resolved)
     if reporter is not None:
         params.update(reporter.params())
+    if reporter is not None:
+        reporter.attach_tracking(uri)
     with tracking.JobRun(uri, exp_id, run_name, tags, params) as job_run:
-        if reporter is not None:
-            reporter.attach_run(uri, job_run.run_id)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> str | None:
             job_run.log_epoch(epoch, metrics)

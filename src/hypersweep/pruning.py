@@ -73,11 +73,10 @@ class TrialReporter:
                 out[f"search.{key}.sampled"] = repr(frozen.params[name])
         return out
 
-    def attach_run(self, tracking_uri: str, run_id: str) -> None:
-        """Remember the MLflow run, so a resumed sweep can close it if this job is killed."""
-        storage = self.study._storage
-        storage.set_trial_user_attr(self.trial_id, "mlflow_uri", tracking_uri)
-        storage.set_trial_user_attr(self.trial_id, "mlflow_run_id", run_id)
+    def attach_tracking(self, tracking_uri: str) -> None:
+        """Left on the trial before the job's MLflow run exists, so that a resumed sweep can
+        find and close that run (by its study_name/trial_number tags) if this job is killed."""
+        self.study._storage.set_trial_user_attr(self.trial_id, "mlflow_uri", tracking_uri)
 
     def report(self, epoch: int, metrics: dict[str, float]) -> str | None:
         value = metrics[self.monitor]

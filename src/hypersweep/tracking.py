@@ -59,12 +59,18 @@ def experiment_id(uri: str, name: str, artifact_root: str | None) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-def close_if_running(uri: str, run_id: str, status: str = "KILLED") -> None:
-    """Terminate a run whose process died (e.g. a killed sweep), so none stays RUNNING."""
+def close_interrupted_trial_runs(uri: str, study_name: str, trial_number: int) -> None:
+    """Mark KILLED the RUNNING runs of a trial whose process died (a killed sweep)."""
     client = _client(uri)
-    if client.get_run(run_id).info.status == "RUNNING":
-        client.set_tag(run_id, "status_reason", "interrupted")
-        client.set_terminated(run_id, status)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"tags.study_name = '{study_name}' and "
+        f"tags.trial_number = '{trial_number}' and attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        client.set_tag(run.info.run_id, "status_reason", "interrupted")
+        client.set_terminated(run.info.run_id, "KILLED")
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, str]:

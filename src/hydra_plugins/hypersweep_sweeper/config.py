@@ -6,7 +6,7 @@ persistent `storage` by default, `objective_attrs`, `coarse_to_fine`.
 """
 
 from dataclasses import dataclass, field
-from typing import Any  # noqa: UP035 - OmegaConf reads these
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING

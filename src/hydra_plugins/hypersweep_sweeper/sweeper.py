@@ -27,12 +27,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hydra_plugins.hypersweep_sweeper.search_space import (
-    Param,
-    SearchSpaceError,
-    grid_values,
-    parse,
-)
 from hypersweep.pruning import (
     STORAGE_ENV,
     STUDY_ENV,
@@ -40,13 +34,29 @@ from hypersweep.pruning import (
     open_storage,
     register_live_study,
 )
+from hypersweep.search_space import (
+    Param,
+    SearchSpaceError,
+    grid_values,
+    parse,
+)
 
 log = logging.getLogger(__name__)
-DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 class SweepFailed(RuntimeError):
     """Too many trials failed; the message says how many and the last error."""
+
+
+def trials_run(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int:
+    """Trials that count toward n_trials: finished ones, failures included, but not those an
+    interrupted sweep left behind (a resumed sweep runs them again)."""
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=states)
+        if t.user_attrs.get("status_reason") != "interrupted"
+    )
 
 
 def search_arguments(sweeper_cfg: DictConfig, arguments: list[str]) -> list[str]:
@@ -188,6 +198,9 @@ class HypersweepSweeper(Sweeper):
         except SearchSpaceError as e:
             print(f"hypersweep: error: {e}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
+        except SweepFailed as e:
+            print(f"hypersweep: sweep stopped: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
 
     def _sweep(self, arguments: list[str]) -> Any:
         self._check()
@@ -243,9 +256,9 @@ class HypersweepSweeper(Sweeper):
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             storage.set_trial_user_attr(trial._trial_id, "status_reason", "interrupted")
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            _close_mlflow_run(trial.user_attrs)
+            _close_mlflow_run(study, trial)
             log.warning("Trial %d was interrupted in an earlier sweep: marked FAIL", trial.number)
-        return len(study.get_trials(deepcopy=False, states=DONE))
+        return trials_run(study)
 
     def _run_stage(
         self,
@@ -256,7 +269,7 @@ class HypersweepSweeper(Sweeper):
         total: int,
     ) -> None:
         failures: list[str] = []
-        while (done := len(study.get_trials(deepcopy=False, states=DONE))) < target:
+        while (done := trials_run(study)) < target:
             batch = [study.ask() for _ in range(min(self.n_jobs, target - done))]
             overrides = [self._trial_overrides(study, t, params, fixed) for t in batch]
             try:
@@ -264,14 +277,14 @@ class HypersweepSweeper(Sweeper):
             except BaseException:
                 for t in batch:  # no lost trial: a crash of the batch fails its trials
                     if study._storage.get_trial(t._trial_id).state == TrialState.RUNNING:
-                        study.tell(t, state=TrialState.FAIL)
+                        _tell(study, t, state=TrialState.FAIL)
                 raise
             self.job_idx += len(returns)
             for trial, ret in zip(batch, returns, strict=True):
                 error = self._tell(study, trial, ret)
                 if error:
                     failures.append(error)
-            failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+            failed = trials_run(study, (TrialState.FAIL,))
             if failures and failed > self.max_failure_rate * total:
                 raise SweepFailed(
                     f"{failed} of {total} trials failed, more than "
@@ -303,24 +316,19 @@ class HypersweepSweeper(Sweeper):
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any) -> str | None:
         """Tell the trial's outcome; returns an error message for a failed trial."""
         attrs = study._storage.get_trial(trial._trial_id).user_attrs
-        reason = attrs.get("status_reason")
         try:
             value = ret.return_value  # raises the job's exception if it failed
-        except Exception as e:  # noqa: BLE001
-            study.tell(trial, state=TrialState.FAIL)
+            if attrs.get("status_reason") in ("pruned", "diverged"):
+                # A diverged trial is PRUNED: samplers learn from its last reported value, and
+                # it does not count toward max_failure_rate (the config was valid, just bad).
+                _tell(study, trial, state=TrialState.PRUNED)
+                return None
+            values = self._values(value, attrs)
+        except Exception as e:  # noqa: BLE001 - the job's own error, whatever it is
+            _tell(study, trial, state=TrialState.FAIL)
             log.warning("Trial %d failed: %s: %s", trial.number, type(e).__name__, e)
             return f"trial {trial.number}: {type(e).__name__}: {e}"
-        if reason in ("pruned", "diverged"):
-            # A diverged trial is PRUNED: the samplers learn from its last reported value, and
-            # it does not count toward max_failure_rate (the config was valid, just bad).
-            study.tell(trial, state=TrialState.PRUNED)
-            return None
-        try:
-            values = self._values(value, attrs)
-        except (TypeError, ValueError, KeyError) as e:
-            study.tell(trial, state=TrialState.FAIL)
-            return f"trial {trial.number}: {e}"
-        study.tell(trial, values=values)
+        _tell(study, trial, values=values)
         return None
 
     def _values(self, value: Any, attrs: dict[str, Any]) -> list[float]:
@@ -430,8 +438,18 @@ class HypersweepSweeper(Sweeper):
         return results
 
 
-def _close_mlflow_run(attrs: dict[str, Any]) -> None:
-    if attrs.get("mlflow_run_id") and attrs.get("mlflow_uri"):
-        from hypersweep.tracking import close_if_running
+def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> None:
+    try:
+        study.tell(trial, **kwargs)
+    except RuntimeError as e:
+        # GridSampler calls study.stop() once the grid is exhausted, which only works inside
+        # study.optimize; the trial is told by then and the loop ends on n_trials anyway.
+        if "Study.stop" not in str(e):
+            raise
 
-        close_if_running(attrs["mlflow_uri"], attrs["mlflow_run_id"], "KILLED")
+
+def _close_mlflow_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    if trial.user_attrs.get("mlflow_uri"):
+        from hypersweep.tracking import close_interrupted_trial_runs
+
+        close_interrupted_trial_runs(trial.user_attrs["mlflow_uri"], study.study_name, trial.number)

@@ -11,8 +11,7 @@ key=choice(x, y, ...) or key=x,y    categorical
 key=value                           fixed
 """
 
-# No `from __future__ import annotations`: Hydra execs plugin modules outside sys.modules,
-# where dataclasses cannot resolve string annotations.
+from __future__ import annotations
 
 import math
 from dataclasses import dataclass
@@ -133,10 +132,13 @@ def _param(override: Override) -> Param | str:
 
 def parse(arguments: list[str]) -> tuple[list[Param], dict[str, str]]:
     """Split `key=value` strings into searched params and fixed overrides (later wins)."""
-    try:
-        parsed = OverridesParser.create().parse_overrides(arguments)
-    except Exception as e:  # noqa: BLE001 - Hydra raises OverrideParseException and others
-        raise SearchSpaceError(str(e).splitlines()[0]) from None
+    parser = OverridesParser.create()
+    parsed = []
+    for argument in arguments:
+        try:
+            parsed += parser.parse_overrides([argument])
+        except Exception as e:  # noqa: BLE001 - Hydra raises OverrideParseException and others
+            raise SearchSpaceError(f"{argument}: {str(e).splitlines()[0]}") from None
     params: dict[str, Param] = {}
     fixed: dict[str, str] = {}
     for override in parsed:

@@ -1,0 +1,371 @@
+"""The hypersweep sweeper driven through train.py -m, read back from Optuna and MLflow."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from hypersweep.pruning import open_storage
+
+from conftest import ROOT, train
+
+pytestmark = pytest.mark.slow
+
+# A small, fast search on iris (120 training rows).
+TINY = [
+    "data=iris",
+    "model.hidden_units=8",
+    "trainer.max_epochs=3",
+    "hydra.sweeper.n_jobs=1",
+    "hydra.sweeper.study_name=s",
+]
+SPACE = ["lr=tag(log, interval(1e-3, 1e-1))", "model.depth=int(interval(1, 2))"]
+
+
+def sweep(tmp_path: Path, *args: str, env: dict[str, str] | None = None, check: bool = True):
+    result = train(["-m", *TINY, *args], cwd=tmp_path, env=env)
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:] + result.stdout[-2000:]
+    return result
+
+
+def load(tmp_path: Path, name: str = "s") -> optuna.Study:
+    storage = open_storage(str(tmp_path / "multirun" / "optuna.journal"))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def child_runs(client):
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return [r for r in runs if r.data.tags.get("sweep") != "true"]
+
+
+def results_file(tmp_path: Path) -> dict:
+    (path,) = (tmp_path / "multirun").glob("*/*/optimization_results.yaml")
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "gp", "qmc", "motpe", "grid"])
+def test_each_sampler_runs_a_sweep(sampler, tmp_path, store, mlflow_client):
+    space = SPACE if sampler != "grid" else ["lr=choice(0.01, 0.1)", "model.depth=range(1, 3)"]
+    result = sweep(
+        tmp_path,
+        "hydra/sweeper=hypersweep",
+        f"hydra/sweeper/sampler={sampler}",
+        "hydra.sweeper.n_trials=4",
+        *space,
+    )
+    study = load(tmp_path)
+    expected_class = {
+        "motpe": "TPESampler",
+        "cmaes": "CmaEsSampler",
+        "qmc": "QMCSampler",
+        "gp": "GPSampler",
+        "grid": "GridSampler",
+        "tpe": "TPESampler",
+        "random": "RandomSampler",
+    }[sampler]
+    assert f"sampler {expected_class}" in result.stdout + result.stderr
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 4
+    runs = child_runs(mlflow_client)
+    assert len(runs) == 4 and {r.data.tags["study_name"] for r in runs} == {"s"}
+    # Every run received the values its trial sampled.
+    by_trial = {int(r.data.tags["trial_number"]): r for r in runs}
+    for t in trials:
+        assert float(by_trial[t.number].data.params["lr"]) == pytest.approx(t.params["lr"])
+        assert by_trial[t.number].data.metrics["best_val_loss"] == pytest.approx(t.value)
+    if sampler == "grid":
+        assert {(t.params["lr"], t.params["model.depth"]) for t in trials} == {
+            (0.01, 1),
+            (0.01, 2),
+            (0.1, 1),
+            (0.1, 2),
+        }
+    best = results_file(tmp_path)
+    assert best["best_value"] == min(t.value for t in trials)
+    assert best["best_params"] == study.best_params
+
+
+def test_one_minus_log_momentum_is_visible_in_the_job_params(tmp_path, store, mlflow_client):
+    sweep(
+        tmp_path,
+        "hydra/sweeper=hypersweep",
+        "hydra.sweeper.n_trials=3",
+        "optimizer=momentum",
+        "momentum=tag(one_minus_log, interval(0.9, 0.999))",
+    )
+    for run in child_runs(mlflow_client):
+        params = run.data.params
+        beta = float(params["momentum"])
+        assert 0.9 <= beta <= 0.999
+        assert params["optimizer.momentum"] == params["momentum"]
+        assert params["search.momentum.scale"] == "one_minus_log"
+        assert float(params["search.momentum.sampled"]) == pytest.approx(1 - beta)
+
+
+def _assert_pruned_runs_stopped_early(client, max_epochs: int) -> int:
+    pruned = [r for r in child_runs(client) if r.data.tags["status_reason"] == "pruned"]
+    for run in pruned:
+        epochs = run.data.metrics["epochs_run"]
+        assert epochs < max_epochs
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        assert len(history) == epochs
+        assert run.info.status == "FINISHED"
+    return len(pruned)
+
+
+PRUNING = [
+    "data=digits",
+    "trainer.max_epochs=12",
+    "trainer.early_stopping.patience=50",
+    "hydra/sweeper=hypersweep",
+    "hydra/sweeper/pruner=median",
+    "hydra.sweeper.pruner.n_startup_trials=2",
+    "hydra.sweeper.pruner.n_warmup_steps=1",
+    "hydra/sweeper/sampler=random",
+    "hydra.sweeper.sampler.seed=0",
+    "lr=tag(log, interval(1e-5, 1e-1))",
+    "hydra.sweeper.n_trials=8",
+]
+
+
+def test_pruning_stops_bad_trials_early(tmp_path, store, mlflow_client):
+    sweep(tmp_path, *PRUNING)
+    study = load(tmp_path)
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert pruned, "the median pruner stopped no trial"
+    assert _assert_pruned_runs_stopped_early(mlflow_client, 12) == len(pruned)
+    assert len(study.trials) == 8
+
+
+def test_pruning_works_with_jobs_in_other_processes(tmp_path, store, mlflow_client):
+    sweep(
+        tmp_path,
+        *PRUNING,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2",
+        "trainer.num_threads=1",
+    )
+    study = load(tmp_path)
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert pruned, "no trial was pruned by jobs in joblib workers"
+    assert _assert_pruned_runs_stopped_early(mlflow_client, 12) == len(pruned)
+    # The jobs ran in other processes and still joined the sweep's parent run.
+    runs = child_runs(mlflow_client)
+    assert len(runs) == 8 and len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
+
+
+def test_a_raising_job_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path, store, mlflow_client):
+    env = {"PYTHONPATH": str(ROOT / "tests" / "helpers")}
+    sweep(
+        tmp_path,
+        "hydra/sweeper=hypersweep",
+        "hydra/sweeper/sampler=grid",
+        "model._target_=flaky.CrashingMLP",
+        "model.hidden_units=choice(8, 13, 16)",
+        "hydra.sweeper.max_failure_rate=0.5",
+        "hydra.sweeper.n_trials=3",
+        env=env,
+    )
+    study = load(tmp_path)
+    states = {t.params["model.hidden_units"]: t.state for t in study.trials}
+    assert states == {8: TrialState.COMPLETE, 13: TrialState.FAIL, 16: TrialState.COMPLETE}
+    assert results_file(tmp_path)["trials"] == {"COMPLETE": 2, "PRUNED": 0, "FAIL": 1}
+
+
+def test_too_many_failures_stop_the_sweep_with_a_clear_message(tmp_path, store):
+    env = {"PYTHONPATH": str(ROOT / "tests" / "helpers")}
+    result = sweep(
+        tmp_path,
+        "hydra/sweeper=hypersweep",
+        "hydra/sweeper/sampler=grid",
+        "model._target_=flaky.CrashingMLP",
+        "model.hidden_units=choice(13, 8, 16)",
+        "hydra.sweeper.n_trials=3",
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert (
+        "hypersweep: sweep stopped: 1 of 3 trials failed, more than "
+        "hydra.sweeper.max_failure_rate=0.0 allows"
+    ) in result.stderr
+    assert "unlucky width 13" in result.stderr
+    states = [t.state for t in sorted(load(tmp_path).trials, key=lambda t: t.number)]
+    assert states.count(TrialState.FAIL) == 1 and states[-1] == TrialState.FAIL  # stopped at once
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ("hydra.sweeper.direction=up", "hydra.sweeper.direction='up' is not allowed"),
+        (
+            "lr=tag(log, interval(0, 1))",
+            "lr=tag(log, interval(0, 1)): a log scale needs bounds > 0",
+        ),
+        ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0 is not allowed"),
+    ],
+)
+def test_bad_sweeper_input_is_one_line(bad, message, tmp_path, store):
+    result = sweep(tmp_path, "hydra/sweeper=hypersweep", bad, check=False)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "hypersweep: error" in line]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+
+
+def test_multi_objective_nsga2_writes_a_pareto_front(tmp_path, store, mlflow_client):
+    sweep(
+        tmp_path,
+        "search=nsgaii",
+        "hydra.sweeper.n_trials=4",
+        "trainer.max_epochs=2",
+        "model.hidden_units=choice(4, 32)",
+        "hydra.sweeper.sampler.population_size=2",
+    )
+    solutions = results_file(tmp_path)["solutions"]
+    runs = {int(r.data.tags["trial_number"]): r for r in child_runs(mlflow_client)}
+    assert solutions
+    for s in solutions:
+        run = runs[s["trial"]]
+        assert s["values"] == pytest.approx(
+            [run.data.metrics["best_val_acc"], run.data.metrics["n_params"]]
+        )
+
+
+def test_coarse_to_fine_narrows_numeric_intervals_to_the_best_trials(tmp_path, store):
+    sweep(
+        tmp_path,
+        "hydra/sweeper=hypersweep",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.n_trials=8",
+        "hydra.sweeper.coarse_to_fine.stages=2",
+        "hydra.sweeper.coarse_to_fine.top_fraction=0.25",
+        "hydra.sweeper.coarse_to_fine.margin=0.0",
+        "lr=tag(log, interval(1e-5, 1.0))",
+    )
+    trials = sorted(load(tmp_path).trials, key=lambda t: t.number)
+    assert len(trials) == 16
+    coarse = sorted((t for t in trials[:8]), key=lambda t: t.value)[:2]
+    low, high = min(t.params["lr"] for t in coarse), max(t.params["lr"] for t in coarse)
+    assert all(low <= t.params["lr"] <= high for t in trials[8:])
+    assert high / low < 1e5  # narrower than the coarse space
+
+
+def test_a_config_written_for_hydra_optuna_sweeper_runs_after_renaming_the_sweeper(tmp_path, store):
+    conf = tmp_path / "extra" / "official"
+    conf.mkdir(parents=True)
+    (conf / "study.yaml").write_text("""\
+# @package _global_
+defaults:
+  - override /hydra/sweeper: hypersweep     # was: optuna
+  - override /hydra/sweeper/sampler: tpe
+hydra:
+  sweeper:
+    sampler:
+      seed: 123
+      consider_prior: true
+      n_startup_trials: 2
+    direction: maximize
+    study_name: official
+    storage: null
+    n_trials: 3
+    n_jobs: 1
+    max_failure_rate: 0.0
+    params:
+      lr: tag(log, interval(0.001, 0.1))
+      model.depth: range(1, 3)
+      model.activation: choice(relu, elu)
+      regularization.dropout: interval(0.0, 0.3)
+trainer:
+  early_stopping:
+    monitor: val_acc
+""")
+    result = train(
+        [
+            "-m",
+            "data=iris",
+            "trainer.max_epochs=2",
+            "model.hidden_units=8",
+            f"hydra.searchpath=[file://{tmp_path / 'extra'}]",
+            "+official=study",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = results_file(tmp_path)
+    assert best["name"] == "official" and best["trials"]["COMPLETE"] == 3
+    assert 0 < best["best_value"] <= 1  # maximized val_acc
+    assert set(best["best_params"]) == {
+        "lr",
+        "model.depth",
+        "model.activation",
+        "regularization.dropout",
+    }
+
+
+def test_resume_after_a_kill_completes_exactly_n_trials(tmp_path, store, mlflow_client):
+    args = [
+        "-m",
+        *TINY,
+        "hydra/sweeper=hypersweep",
+        "hydra.sweeper.n_trials=5",
+        "trainer.max_epochs=400",
+        "trainer.early_stopping.patience=1000",
+        "trainer.batch_size=8",
+        *SPACE,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    journal = tmp_path / "multirun" / "optuna.journal"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:  # wait for 2 finished trials and a 3rd running
+            if journal.exists():
+                trials = load(tmp_path).trials
+                # 2 trials done and a 3rd one training (its MLflow run exists by then).
+                if sum(t.state == TrialState.COMPLETE for t in trials) >= 2 and any(
+                    t.state == TrialState.RUNNING and t.intermediate_values for t in trials
+                ):
+                    break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the sweep did not get going")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed = load(tmp_path)
+    done_before = {t.number for t in killed.trials if t.state == TrialState.COMPLETE}
+    running = [t.number for t in killed.trials if t.state == TrialState.RUNNING]
+    assert len(running) == 1
+
+    result = train(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = load(tmp_path)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 5
+    assert done_before <= {t.number for t in complete}  # kept, not re-run
+    (interrupted,) = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert interrupted.number == running[0]
+    assert interrupted.user_attrs["status_reason"] == "interrupted"
+    # MLflow: 5 finished child runs, the killed job's run closed as KILLED, none RUNNING.
+    runs = child_runs(mlflow_client)
+    killed_runs = [r for r in runs if r.data.tags["trial_number"] == str(running[0])]
+    assert [r.info.status for r in killed_runs] == ["KILLED"]
+    assert sorted(r.info.status for r in runs if r not in killed_runs) == ["FINISHED"] * 5
