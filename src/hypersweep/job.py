@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from hypersweep import data as data_module
 from hypersweep import tracking
 from hypersweep.checkpoint import save_checkpoint
+from hypersweep.cli import REPRODUCED_FROM_ENV
 from hypersweep.config import ConfigError, validate
 from hypersweep.fit import EarlyStopping, FitResult, fit
 from hypersweep.optim import build_optimizer
@@ -66,9 +68,7 @@ def run(cfg: DictConfig) -> float:
         cfg.model, input_shape=splits.input_shape, output_size=splits.output_size
     ).to(device)
     if cfg.get("resume_from"):
-        from hypersweep.checkpoint import load_run_weights
-
-        model.load_state_dict(load_run_weights(cfg.tracking.uri, cfg.resume_from))
+        _warm_start(model, cfg.tracking.uri, str(cfg.resume_from))
     optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.regularization.l2)
     scheduler = instantiate(cfg.scheduler)(optimizer)
     es = cfg.trainer.early_stopping
@@ -101,6 +101,8 @@ def run(cfg: DictConfig) -> float:
         tags.update(reporter.tags)
     if cfg.get("resume_from"):
         tags["resumed_from"] = str(cfg.resume_from)
+    if os.environ.get(REPRODUCED_FROM_ENV):
+        tags["reproduced_from"] = os.environ[REPRODUCED_FROM_ENV]
     if reporter is not None:
         run_name = f"trial-{reporter.trial.number}"
     else:
@@ -108,8 +110,18 @@ def run(cfg: DictConfig) -> float:
 
     progress = Progress(cfg.trainer.max_epochs, es.monitor)
     params = tracking.flatten(resolved)
+    # Which option of each group the job used (`choice.optimizer=adam`): the column to compare.
+    params.update(
+        {
+            f"choice.{group}": str(option)
+            for group, option in hydra_cfg.runtime.choices.items()
+            if not group.startswith("hydra/") and option
+        }
+    )
     if reporter is not None:
         params.update(reporter.params())
+    if os.environ.get(REPRODUCED_FROM_ENV):  # a reproduction has no groups: keep the source's
+        params.update(tracking.choice_params(uri, os.environ[REPRODUCED_FROM_ENV]))
     if reporter is not None:
         reporter.attach_tracking(uri)
     with tracking.JobRun(uri, exp_id, run_name, tags, params) as job_run:
@@ -153,6 +165,29 @@ def run(cfg: DictConfig) -> float:
         job_run.run_id,
     )
     return objective
+
+
+def _warm_start(model: torch.nn.Module, uri: str, run_id: str) -> None:
+    """Babysitting: start from another run's best weights (the new settings apply from here)."""
+    from mlflow.exceptions import MlflowException
+
+    from hypersweep.checkpoint import load_run_weights
+
+    try:
+        state = load_run_weights(uri, run_id)
+    except (MlflowException, OSError) as e:
+        raise ConfigError(
+            f"resume_from={run_id!r}: no checkpoint for that run in {uri}: expected the id of a "
+            f"finished run ({str(e).splitlines()[0][:200]})"
+        ) from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise ConfigError(
+            f"resume_from={run_id!r}: its checkpoint does not fit this model: expected the same "
+            f"model and data as that run ({detail})"
+        ) from None
 
 
 def _multirun(hydra_cfg: DictConfig) -> bool:

@@ -41,7 +41,8 @@ def register_live_study(storage_spec: str, study: optuna.Study) -> None:
     _LIVE[(storage_spec, study.study_name)] = study
 
 
-def _study(storage_spec: str, name: str) -> optuna.Study:
+def live_or_loaded_study(storage_spec: str, name: str) -> optuna.Study:
+    """The sweeper's own study object in its process, else the study loaded from storage."""
     key = (storage_spec, name)
     if key not in _LIVE:
         storage = open_storage(storage_spec)
@@ -97,5 +98,5 @@ def trial_reporter(monitor: str) -> TrialReporter | None:
     trial_id = os.environ.get(TRIAL_ENV)
     if not trial_id:
         return None
-    study = _study(os.environ.get(STORAGE_ENV, ""), os.environ[STUDY_ENV])
+    study = live_or_loaded_study(os.environ.get(STORAGE_ENV, ""), os.environ[STUDY_ENV])
     return TrialReporter(study, int(trial_id), monitor)

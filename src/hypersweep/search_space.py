@@ -167,3 +167,17 @@ def grid_values(param: Param) -> list[Any]:
         f"{param.key}: the grid sampler needs discrete values (choice, range or int interval), "
         f"not a continuous {param.scale} interval"
     )
+
+
+def swept_keys(arguments: list[str]) -> dict[str, str]:
+    """{key: value text} for the arguments that sweep (a grid's `a,b` or a search primitive)."""
+    parser = OverridesParser.create()
+    out = {}
+    for argument in arguments:
+        try:
+            (override,) = parser.parse_overrides([argument])
+        except Exception:  # noqa: BLE001 - the sweeper reports malformed values itself
+            continue
+        if override.is_sweep_override():
+            out[override.get_key_element()] = (override.input_line or "").partition("=")[2]
+    return out

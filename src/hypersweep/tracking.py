@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,12 @@ def close_interrupted_trial_runs(uri: str, study_name: str, trial_number: int) -
     for run in runs:
         client.set_tag(run.info.run_id, "status_reason", "interrupted")
         client.set_terminated(run.info.run_id, "KILLED")
+
+
+def choice_params(uri: str, run_id: str) -> dict[str, str]:
+    """A run's `choice.<group>` params (which option of each config group it used)."""
+    params = _client(uri).get_run(run_id).data.params
+    return {k: v for k, v in params.items() if k.startswith("choice.")}
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, str]:
@@ -140,7 +146,8 @@ def experiment_name(cfg: DictConfig) -> str:
 
 
 class SweepTracking(Callback):
-    """Hydra callback: one experiment and one parent run per multirun, created before any job."""
+    """Hydra callback: one experiment and one parent run per multirun, created before any job;
+    at the end the parent gets the best job and the analysis plots."""
 
     def __init__(self) -> None:
         self._parent: tuple[str, str] | None = None
@@ -152,18 +159,21 @@ class SweepTracking(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(config.hydra.overrides.task)
-        sweeper = config.hydra.sweeper.get("_target_", "")
-        run = _client(uri).create_run(
+        client = _client(uri)
+        run = client.create_run(
             exp_id,
             run_name=f"sweep {sweep_dir.name}",
             tags={
                 "sweep": "true",
                 "sweep_dir": str(sweep_dir.resolve()),
                 "overrides": " ".join(overrides),
-                "sweeper": sweeper.rsplit(".", 1)[-1],
                 **run_tags_static(),
             },
         )
+        from mlflow.entities import Param
+
+        params = sweep_params(config)
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
         info = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": run.info.run_id}
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
         self._parent = (uri, run.info.run_id)
@@ -173,8 +183,10 @@ class SweepTracking(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._parent:
             uri, run_id = self._parent
-            summarize_sweep(uri, run_id, config)
-            self._close("FINISHED")
+            try:
+                summarize_sweep(uri, run_id, config)
+            finally:
+                self._close("FINISHED")
 
     def _close(self, status: str) -> None:
         if self._parent:
@@ -183,27 +195,103 @@ class SweepTracking(Callback):
             _client(uri).set_terminated(run_id, status)
 
 
+def _is_hypersweep(config: DictConfig) -> bool:
+    return "hypersweep_sweeper" in str(config.hydra.sweeper.get("_target_", ""))
+
+
+def sweep_params(config: DictConfig) -> dict[str, str]:
+    """The parent run's params: the sweeper, its sampler/pruner/budget, the search space."""
+    from hypersweep.search_space import swept_keys
+
+    sweeper = config.hydra.sweeper
+    arguments = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    params = {"sweeper": str(sweeper.get("_target_", "")).rsplit(".", 1)[-1]}
+    if _is_hypersweep(config):
+        from hydra_plugins.hypersweep_sweeper.sweeper import search_arguments, study_name_for
+
+        arguments = search_arguments(sweeper, [])
+        params.update(
+            {
+                "sampler": str(sweeper.sampler._target_).rsplit(".", 1)[-1],
+                "pruner": str(sweeper.pruner._target_).rsplit(".", 1)[-1] if sweeper.pruner else "",
+                "n_trials": str(sweeper.n_trials),
+                "n_jobs": str(sweeper.n_jobs),
+                "direction": str(
+                    OmegaConf.to_container(sweeper.direction)
+                    if isinstance(sweeper.direction, ListConfig)
+                    else sweeper.direction
+                ),
+                "study_name": study_name_for(config),
+                "storage": str(sweeper.storage),
+            }
+        )
+    arguments += list(config.hydra.overrides.task)
+    params.update({f"space.{k}": v for k, v in swept_keys(arguments).items()})
+    params["monitor"] = str(config.trainer.early_stopping.monitor)
+    return params
+
+
 def summarize_sweep(uri: str, parent_run_id: str, config: DictConfig) -> None:
-    """Log the best child (by the monitored validation metric) on the parent run."""
+    """The best child (by the monitored validation metric), its params and the analysis plots
+    on the parent run; the plots also go to <sweep dir>/analysis/."""
+    from hypersweep import analysis
     from hypersweep.config import monitor_mode
 
     monitor = config.trainer.early_stopping.monitor
     mode = monitor_mode(monitor, config.trainer.early_stopping.mode)
+    metric = f"best_{monitor}"
     client = _client(uri)
     parent = client.get_run(parent_run_id)
-    children = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-        order_by=[f"metrics.best_{monitor} {'ASC' if mode == 'min' else 'DESC'}"],
-        max_results=1000,
-    )
-    ranked = [r for r in children if f"best_{monitor}" in r.data.metrics]
+    children = [
+        r
+        for r in client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+            max_results=5000,
+        )
+        if r.info.status == "FINISHED"
+    ]
     client.log_metric(parent_run_id, "jobs", len(children))
+    ranked = sorted(
+        (
+            r
+            for r in children
+            if metric in r.data.metrics and r.data.tags.get("status_reason") != "pruned"
+        ),
+        key=lambda r: r.data.metrics[metric],
+        reverse=mode == "max",
+    )
     if ranked:
         best = ranked[0]
-        client.log_metric(parent_run_id, f"best_{monitor}", best.data.metrics[f"best_{monitor}"])
+        client.log_metric(parent_run_id, metric, best.data.metrics[metric])
         client.set_tag(parent_run_id, "best_run_id", best.info.run_id)
         client.set_tag(parent_run_id, "best_overrides", best.data.tags.get("overrides", ""))
+        for key in analysis.varying_params(children):
+            client.set_tag(parent_run_id, f"best.{key}", best.data.params.get(key, ""))
+    study = _sweep_study(config) if _is_hypersweep(config) else None
+    if study is None:
+        study = analysis.study_from_runs(client, children, metric, mode)
+    out_dir = Path(config.hydra.sweep.dir) / "analysis"
+    try:
+        files = analysis.write_report(study, analysis.trials_table(children, metric), out_dir)
+        for path in files:
+            client.log_artifact(parent_run_id, str(path), "analysis")
+        for key, value in analysis.importances(study).items():
+            client.log_metric(parent_run_id, f"importance.{key}", value)
+    except Exception:  # noqa: BLE001 - the sweep's results stand without its plots
+        log.exception("Could not write the sweep analysis")
+
+
+def _sweep_study(config: DictConfig):
+    import optuna
+
+    from hydra_plugins.hypersweep_sweeper.sweeper import study_name_for
+    from hypersweep.pruning import live_or_loaded_study
+
+    try:
+        return live_or_loaded_study(config.hydra.sweeper.storage or "", study_name_for(config))
+    except (KeyError, optuna.exceptions.OptunaError):
+        return None
 
 
 class JobRun:

@@ -1,0 +1,157 @@
+"""What a sweep taught: optimization history, parallel coordinates, fANOVA importance,
+intermediate values (learning curves, pruned trials cut short) and a CSV of all trials.
+
+Optuna sweeps are read from their study. Grid sweeps (Hydra's BasicSweeper) have none, so one is
+rebuilt in memory from the MLflow child runs: the same plots then serve both.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+log = logging.getLogger(__name__)
+
+# Params that say how a run was tracked or are derived, not hyperparameters.
+_NOT_HYPERPARAMS = ("tracking.", "search.", "hydra.", "resume_from", "data.path")
+
+
+def varying_params(runs: list[Any]) -> list[str]:
+    """Param keys whose value differs between runs: the swept hyperparameters, each once
+    (`optimizer.lr` repeats `lr`; `optimizer._target_` repeats `choice.optimizer`)."""
+    keys = sorted({k for r in runs for k in r.data.params}, key=lambda k: (k.count("."), k))
+    seen: set[tuple] = set()
+    out = []
+    for key in keys:
+        if key.startswith(_NOT_HYPERPARAMS) or key.endswith(("._target_", "._partial_")):
+            continue
+        column = tuple(r.data.params.get(key) for r in runs)
+        if len(set(column)) > 1 and column not in seen:
+            seen.add(column)
+            out.append(key)
+    return sorted(out)
+
+
+def _number(text: str | None) -> Any:
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return text
+    return int(value) if value.is_integer() and "." not in str(text) else value
+
+
+def study_from_runs(client: Any, runs: list[Any], metric: str, mode: str) -> optuna.Study:
+    """An in-memory study with one trial per finished run: params that vary across the runs,
+    the run's `metric` as value and the per-epoch monitored metric as intermediate values."""
+    keys = varying_params(runs)
+    choices = {k: sorted({_number(r.data.params.get(k)) for r in runs}, key=str) for k in keys}
+    study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
+    curve = metric.removeprefix("best_")
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        value = run.data.metrics.get(metric)
+        if value is None or not math.isfinite(value):
+            continue
+        history = client.get_metric_history(run.info.run_id, curve)
+        pruned = run.data.tags.get("status_reason") == "pruned"
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={k: _number(run.data.params.get(k)) for k in keys},
+                distributions={k: CategoricalDistribution(choices[k]) for k in keys},
+                value=None if pruned else value,
+                state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
+                intermediate_values={m.step: m.value for m in history if math.isfinite(m.value)},
+                user_attrs={"mlflow_run_id": run.info.run_id},
+            )
+        )
+    return study
+
+
+def trials_table(runs: list[Any], metric: str) -> list[dict[str, Any]]:
+    keys = varying_params(runs)
+    rows = []
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        m, tags = run.data.metrics, run.data.tags
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "trial_number": tags.get("trial_number", ""),
+                "status": run.info.status,
+                "status_reason": tags.get("status_reason", ""),
+                metric: m.get(metric, ""),
+                "best_epoch": m.get("best_epoch", ""),
+                "epochs_run": m.get("epochs_run", ""),
+                **{k: run.data.params.get(k, "") for k in keys},
+            }
+        )
+    return rows
+
+
+def write_report(study: optuna.Study, rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """PNG plots and trials.csv into out_dir; plots that need more trials are skipped."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    csv_path = out_dir / "trials.csv"
+    with csv_path.open("w", newline="") as f:
+        fields = list(dict.fromkeys(k for row in rows for k in row))
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    written.append(csv_path)
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    single = len(study.directions) == 1
+    plots = {
+        "optimization_history": lambda: ovm.plot_optimization_history(study),
+        "intermediate_values": lambda: ovm.plot_intermediate_values(study),
+    }
+    if single and complete and complete[0].params:
+        plots["parallel_coordinate"] = lambda: ovm.plot_parallel_coordinate(study)
+    if single and len(complete) >= 2 and complete[0].params:
+        plots["param_importances"] = lambda: ovm.plot_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+        )
+    if not single:
+        plots = {"pareto_front": lambda: ovm.plot_pareto_front(study)}
+    for name, draw in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # optuna's "experimental" warnings
+                ax = draw()
+        except Exception as e:  # noqa: BLE001 - one plot failing must not sink the report
+            log.warning("Skipped the %s plot: %s", name, e)
+            continue
+        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+        fig.set_size_inches(9, 5)
+        fig.tight_layout()
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def importances(study: optuna.Study) -> dict[str, float]:
+    """fANOVA importance of each param for the objective (empty with fewer than 2 trials)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(study.directions) != 1 or len(complete) < 2 or not complete[0].params:
+        return {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+        )

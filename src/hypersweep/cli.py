@@ -1,0 +1,130 @@
+"""`hypersweep best` and `hypersweep reproduce`: select, test once, register; re-run a run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPRODUCED_FROM_ENV = "HYPERSWEEP_REPRODUCED_FROM"
+
+
+def default_tracking_uri() -> str:
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlruns/mlflow.db')}"
+    )
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def best(args: argparse.Namespace) -> int:
+    from hypersweep import selection
+
+    client = _client(args.tracking_uri)
+    runs = selection.find_runs(client, args.experiment, args.sweep)
+    ranking = selection.rank(runs, args.metric)
+    print(f"{len(ranking.runs)} runs ranked by {ranking.metric} ({ranking.mode}):")
+    print(selection.table(ranking, args.top))
+    winner = ranking.runs[0]
+    metrics, new = selection.test_once(client, args.tracking_uri, winner)
+    shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+    print(
+        f"\nbest run {winner.info.run_id}: {ranking.metric}="
+        f"{winner.data.metrics[ranking.metric]:.4f}; {shown}"
+        + ("" if new else " (tested before: not evaluated again)")
+    )
+    if args.no_register:
+        return 0
+    name = args.name or selection.default_model_name(winner)
+    registered = winner.data.tags.get("registered_model", "")
+    if registered.startswith(f"{name}/"):
+        version = registered.split("/")[-1]
+        print(f"already registered as {name} version {version}")
+    else:
+        version = selection.register(args.tracking_uri, winner, name)
+        print(f"registered {name} version {version} as @{selection.CHAMPION}")
+    print(f'load it with mlflow.pytorch.load_model("models:/{name}@{selection.CHAMPION}")')
+    return 0
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    """Re-run a run from its stored resolved config (not from today's conf/)."""
+    import hydra
+    import yaml
+    from mlflow.artifacts import download_artifacts
+
+    from hypersweep.job import main as run_job
+
+    client = _client(args.tracking_uri)
+    source = client.get_run(args.run_id)
+    experiment = client.get_experiment(source.info.experiment_id).name
+    with tempfile.TemporaryDirectory() as tmp:
+        config = yaml.safe_load(
+            Path(
+                download_artifacts(
+                    run_id=args.run_id,
+                    artifact_path="config.yaml",
+                    dst_path=tmp,
+                    tracking_uri=args.tracking_uri,
+                )
+            ).read_text()
+        )
+        config["tracking"]["uri"] = args.tracking_uri
+        config["tracking"]["experiment"] = experiment
+        config["defaults"] = ["_self_"]
+        config["hydra"] = {
+            "run": {"dir": f"outputs/reproduce/{args.run_id}/${{now:%Y-%m-%d_%H-%M-%S}}"},
+            "job": {"name": "reproduce"},
+        }
+        conf_dir = Path(tmp) / "conf"
+        conf_dir.mkdir()
+        (conf_dir / "reproduce.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        os.environ[REPRODUCED_FROM_ENV] = args.run_id
+        sys.argv = ["hypersweep reproduce", *args.overrides]
+        hydra.main(config_path=str(conf_dir), config_name="reproduce", version_base="1.3")(
+            run_job
+        )()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hypersweep", description=__doc__)
+    parser.add_argument(
+        "--tracking-uri",
+        default=default_tracking_uri(),
+        help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlruns/mlflow.db)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("best", help="rank runs on validation, test the best once, register it")
+    p.add_argument("--experiment", help="experiment name (default: the latest sweep's)")
+    p.add_argument("--sweep", help="a sweep's parent run id or sweep dir")
+    p.add_argument("--metric", help="validation metric to rank by (default: best_<monitor>)")
+    p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
+    p.add_argument("--name", help="registered model name (default: <data>-<model>)")
+    p.add_argument("--no-register", action="store_true", help="test, but do not register")
+    p.set_defaults(func=best)
+    p = sub.add_parser("reproduce", help="re-run a run from its stored config")
+    p.add_argument("run_id")
+    p.add_argument("overrides", nargs="*", help="extra key=value overrides (changes the run)")
+    p.set_defaults(func=reproduce)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from hypersweep.selection import SelectionError
+
+    try:
+        return args.func(args)
+    except SelectionError as e:
+        print(f"hypersweep: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

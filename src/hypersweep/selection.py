@@ -1,0 +1,179 @@
+"""Select the best run on validation, test it once, register it as the champion."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from hypersweep.analysis import varying_params
+from hypersweep.checkpoint import download_checkpoint, load_checkpoint
+from hypersweep.config import monitor_mode
+from hypersweep.data import Splits, load
+from hypersweep.fit import evaluate
+
+CHAMPION = "champion"
+
+
+class SelectionError(ValueError):
+    """Nothing to select, or a request that would select on test data."""
+
+
+@dataclass
+class Ranking:
+    metric: str
+    mode: str
+    runs: list[Any]  # best first
+    columns: list[str]  # the params that vary between the runs
+
+
+def find_runs(client: Any, experiment: str | None, sweep: str | None) -> list[Any]:
+    """Finished job runs of a sweep (parent run id or sweep dir), an experiment (name), or by
+    default the most recent sweep in the store."""
+    if sweep:
+        parents = client.search_runs(
+            [e.experiment_id for e in client.search_experiments()],
+            filter_string="tags.sweep = 'true'",
+            max_results=5000,
+        )
+        match = [
+            p
+            for p in parents
+            if sweep in (p.info.run_id, p.data.tags.get("sweep_dir"))
+            or p.data.tags.get("sweep_dir", "").endswith(str(sweep).rstrip("/"))
+        ]
+        if not match:
+            raise SelectionError(f"--sweep {sweep}: no sweep run has that id or sweep dir")
+        exp_ids = [match[0].info.experiment_id]
+        filt = f"tags.`mlflow.parentRunId` = '{match[0].info.run_id}'"
+    else:
+        if experiment:
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                names = ", ".join(e.name for e in client.search_experiments())
+                raise SelectionError(f"--experiment {experiment!r} does not exist: have {names}")
+            exp_ids = [found.experiment_id]
+        else:
+            latest = client.search_runs(
+                [e.experiment_id for e in client.search_experiments()],
+                filter_string="tags.sweep = 'true'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if not latest:
+                raise SelectionError("no sweep in this store: pass --experiment NAME")
+            exp_ids = [latest[0].info.experiment_id]
+        filt = ""  # MLflow's != skips runs without the tag: parents are dropped below
+    runs = client.search_runs(exp_ids, filter_string=filt, max_results=50000)
+    return [r for r in runs if r.info.status == "FINISHED" and r.data.tags.get("sweep") != "true"]
+
+
+def rank(runs: list[Any], metric: str | None = None) -> Ranking:
+    if not runs:
+        raise SelectionError("no finished runs to rank")
+    if metric is None:
+        monitors = {r.data.params.get("trainer.early_stopping.monitor") for r in runs} - {None}
+        if len(monitors) != 1:
+            raise SelectionError(
+                f"runs monitor different metrics {sorted(monitors)}: pass --metric"
+            )
+        metric = f"best_{monitors.pop()}"
+    if metric.startswith("test_"):
+        raise SelectionError(f"--metric {metric}: select on validation metrics, never on test")
+    mode = monitor_mode(metric.removeprefix("best_"), "auto")
+    scored = [
+        r
+        for r in runs
+        if math.isfinite(r.data.metrics.get(metric, math.nan))
+        and r.data.tags.get("status_reason") != "pruned"
+    ]
+    if not scored:
+        raise SelectionError(f"no run has the metric {metric!r}")
+    scored.sort(key=lambda r: r.data.metrics[metric], reverse=mode == "max")
+    return Ranking(metric, mode, scored, varying_params(runs))
+
+
+def table(ranking: Ranking, top: int) -> str:
+    head = ["run", *ranking.columns, ranking.metric, "epochs", "status_reason"]
+    rows = [
+        [
+            r.info.run_id[:12],
+            *(r.data.params.get(c, "") for c in ranking.columns),
+            f"{r.data.metrics[ranking.metric]:.4f}",
+            str(int(r.data.metrics.get("epochs_run", 0))),
+            r.data.tags.get("status_reason", ""),
+        ]
+        for r in ranking.runs[:top]
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
+    return "\n".join(
+        "  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True))
+        for row in [head, *rows]
+    )
+
+
+def rebuild_model(checkpoint: dict[str, Any]) -> tuple[torch.nn.Module, Splits]:
+    """The checkpoint's model with its best weights, and its data split (on CPU)."""
+    cfg = OmegaConf.create(checkpoint["config"])
+    data = load(cfg.data)
+    model = instantiate(cfg.model, input_shape=data.input_shape, output_size=data.output_size)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), data
+
+
+def test_once(client: Any, tracking_uri: str, run: Any) -> tuple[dict[str, float], bool]:
+    """Evaluate a run's best checkpoint on its untouched test split and log test_*; a run that
+    already has test metrics is not evaluated again. Returns (metrics, newly tested)."""
+    done = {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
+    if done:
+        return done, False
+    with tempfile.TemporaryDirectory() as tmp:
+        model, data = rebuild_model(
+            load_checkpoint(download_checkpoint(tracking_uri, run.info.run_id, tmp))
+        )
+    result = evaluate(model, data.x_test, data.y_test, data.task, data.y_scale)
+    metrics = {f"test_{k}": float(v) for k, v in result.items()}
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, value)
+    return metrics, True
+
+
+def register(tracking_uri: str, run: Any, name: str) -> int:
+    """Log the run's best model as an MLflow PyTorch model (signature, input example) and
+    register it under `name` with the alias `champion`. Returns the model version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model, data = rebuild_model(
+            load_checkpoint(download_checkpoint(tracking_uri, run.info.run_id, tmp))
+        )
+    example = data.x_test[:5].numpy().astype(np.float32)
+    with torch.no_grad():
+        output = model(torch.from_numpy(example)).numpy()
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run.info.run_id):
+        # pickle: the pt2 default loads back as a GraphModule fixed to the example's batch size.
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example, output),
+            input_example=example,
+            serialization_format="pickle",
+        )
+    version = mlflow.register_model(info.model_uri, name)
+    client = mlflow.MlflowClient(tracking_uri)
+    client.set_registered_model_alias(name, CHAMPION, version.version)
+    client.set_tag(run.info.run_id, "registered_model", f"{name}/{version.version}")
+    return int(version.version)
+
+
+def default_model_name(run: Any) -> str:
+    model = run.data.params.get("model._target_", "model").rsplit(".", 1)[-1].lower()
+    return f"{run.data.params.get('data.name', 'data')}-{model}"

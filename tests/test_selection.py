@@ -1,0 +1,175 @@
+"""Sweep parent runs and analysis, `hypersweep best`, `reproduce`, babysitting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from conftest import train
+
+pytestmark = pytest.mark.slow
+
+GRID = [
+    "-m",
+    "lr=0.3,0.03,0.003",
+    "optimizer=sgd",
+    "model.hidden_units=16",
+    "trainer.max_epochs=4",
+    "tracking.experiment=grid",
+]
+
+
+def hypersweep(args: list[str], cwd: Path, uri: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hypersweep.cli", "--tracking-uri", uri, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def runs_of(client, experiment: str):
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+@pytest.fixture
+def grid_sweep(tmp_path, store, mlflow_client):
+    result = train(GRID, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = runs_of(mlflow_client, "grid")
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    children = [r for r in runs if r is not parent and r.data.tags.get("sweep") != "true"]
+    return parent, children
+
+
+def test_sweep_parent_holds_space_best_and_analysis(grid_sweep, tmp_path, mlflow_client):
+    parent, children = grid_sweep
+    assert len(children) == 3
+    assert parent.data.params["sweeper"] == "BasicSweeper"
+    assert parent.data.params["space.lr"] == "0.3,0.03,0.003"
+    best = min(children, key=lambda r: r.data.metrics["best_val_loss"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert parent.data.tags["best.lr"] == best.data.params["lr"]
+    assert parent.data.metrics["best_val_loss"] == pytest.approx(best.data.metrics["best_val_loss"])
+    expected = {
+        "trials.csv",
+        "optimization_history.png",
+        "parallel_coordinate.png",
+        "param_importances.png",
+        "intermediate_values.png",
+    }
+    logged = {
+        Path(a.path).name for a in mlflow_client.list_artifacts(parent.info.run_id, "analysis")
+    }
+    assert expected <= logged
+    (sweep_dir,) = (tmp_path / "multirun").glob("*/*")
+    assert expected <= {p.name for p in (sweep_dir / "analysis").iterdir()}
+    csv = (sweep_dir / "analysis" / "trials.csv").read_text().splitlines()
+    assert csv[0].startswith("run_id,") and "lr" in csv[0].split(",") and len(csv) == 4
+    assert parent.data.metrics["importance.lr"] == pytest.approx(1.0)  # the only swept key
+    assert all(r.data.params["choice.optimizer"] == "sgd" for r in children)
+
+
+def test_best_tests_once_registers_and_the_champion_predicts(
+    grid_sweep, tmp_path, store, mlflow_client
+):
+    parent, children = grid_sweep
+    result = hypersweep(["best", "--sweep", parent.info.run_id], tmp_path, store["uri"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    ranked = sorted(children, key=lambda r: r.data.metrics["best_val_loss"])
+    rows = [
+        line for line in out.splitlines() if line[:12] in {r.info.run_id[:12] for r in children}
+    ]
+    assert [row[:12] for row in rows] == [r.info.run_id[:12] for r in ranked]
+    assert "registered digits-mlp version 1 as @champion" in out
+    winner = mlflow_client.get_run(ranked[0].info.run_id)
+    assert {"test_loss", "test_acc"} <= set(winner.data.metrics)
+    for other in ranked[1:]:  # tested once: only the winner touches the test split
+        assert not any(
+            k.startswith("test_") for k in mlflow_client.get_run(other.info.run_id).data.metrics
+        )
+
+    mlflow.set_tracking_uri(store["uri"])
+    model = mlflow.pytorch.load_model("models:/digits-mlp@champion")
+    fresh = torch.randn(7, 1, 8, 8)
+    assert model(fresh).shape == (7, 10)
+    info = mlflow.models.get_model_info("models:/digits-mlp@champion")
+    assert info.signature is not None and info.saved_input_example_info is not None
+
+    again = hypersweep(["best", "--sweep", parent.info.run_id], tmp_path, store["uri"])
+    assert again.returncode == 0
+    assert "tested before: not evaluated again" in again.stdout
+    assert "already registered as digits-mlp version 1" in again.stdout
+    history = mlflow_client.get_metric_history(winner.info.run_id, "test_acc")
+    assert len(history) == 1
+
+
+def test_best_refuses_to_select_on_test_metrics(grid_sweep, tmp_path, store):
+    result = hypersweep(
+        ["best", "--experiment", "grid", "--metric", "test_acc"], tmp_path, store["uri"]
+    )
+    assert result.returncode == 2
+    assert "select on validation metrics, never on test" in result.stderr
+
+
+def test_reproduce_gets_the_same_metrics(tmp_path, store, mlflow_client):
+    result = train(
+        [
+            "regularization=all",
+            "trainer.max_epochs=3",
+            "model.hidden_units=16",
+            "tracking.experiment=single",
+            "trainer.device=cpu",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (source,) = runs_of(mlflow_client, "single")
+    again = hypersweep(["reproduce", source.info.run_id], tmp_path, store["uri"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    copy = [r for r in runs_of(mlflow_client, "single") if r.info.run_id != source.info.run_id]
+    assert len(copy) == 1 and copy[0].data.tags["reproduced_from"] == source.info.run_id
+    for name in ("train_loss", "val_loss", "val_acc"):
+        a = [m.value for m in mlflow_client.get_metric_history(source.info.run_id, name)]
+        b = [m.value for m in mlflow_client.get_metric_history(copy[0].info.run_id, name)]
+        assert a == b and len(a) == 3
+    ignore = {"tracking.experiment"}
+    assert {k: v for k, v in copy[0].data.params.items() if k not in ignore} == {
+        k: v for k, v in source.data.params.items() if k not in ignore
+    }
+
+
+def test_babysitting_warm_starts_from_a_runs_best_checkpoint(tmp_path, store, mlflow_client):
+    common = ["model.hidden_units=16", "tracking.experiment=baby", "trainer.device=cpu"]
+    first = train([*common, "trainer.max_epochs=6", "lr=0.01"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (source,) = runs_of(mlflow_client, "baby")
+    second = train(
+        [*common, "trainer.max_epochs=2", "lr=0.001", f"resume_from={source.info.run_id}"],
+        cwd=tmp_path,
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    (resumed,) = [r for r in runs_of(mlflow_client, "baby") if r.info.run_id != source.info.run_id]
+    assert resumed.data.tags["resumed_from"] == source.info.run_id
+    assert resumed.data.params["optimizer.lr"] == "0.001"
+    first_epoch = mlflow_client.get_metric_history(resumed.info.run_id, "val_loss")[0].value
+    source_first = mlflow_client.get_metric_history(source.info.run_id, "val_loss")[0].value
+    # Continues from the trained weights, not from a fresh initialization.
+    assert first_epoch < source_first
+    assert first_epoch == pytest.approx(source.data.metrics["best_val_loss"], rel=0.2)
+
+    bad = train(
+        [*common, "model.hidden_units=32", f"resume_from={source.info.run_id}"], cwd=tmp_path
+    )
+    assert bad.returncode == 2
+    assert (
+        f"resume_from='{source.info.run_id}': its checkpoint does not fit this model" in bad.stderr
+    )

@@ -1,0 +1,157 @@
+"""Against a real `mlflow server` on a loopback port: a sweep logs through HTTP, the names of
+DESIGN.md's table read back through the REST client, `best` registers, the model loads."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from conftest import train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, migrated_store):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = tmp_path / "server.db"
+    shutil.copy(migrated_store, db)
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            pytest.fail("mlflow server exited: " + (tmp_path / "server.log").read_text()[-2000:])
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not come up in 90 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_optuna_sweep_through_a_tracking_server(tmp_path, mlflow_server):
+    result = train(
+        [
+            "-m",
+            "tracking=server",
+            f"tracking.uri={mlflow_server}",
+            "search=hyperband",
+            "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.study_name=served",
+            "trainer.max_epochs=6",
+            "hydra.sweeper.pruner.min_resource=1",
+            "model.hidden_units=16",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("served")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 4 and len(runs) == 5
+    assert parent.data.params["sampler"] == "TPESampler"
+    assert parent.data.params["pruner"] == "HyperbandPruner"
+    assert parent.data.params["space.lr"] == "tag(log, interval(1e-4, 1e-1))"
+    assert "best_run_id" in parent.data.tags
+    for run in children:
+        assert run.info.status == "FINISHED"
+        p, m, t = run.data.params, run.data.metrics, run.data.tags
+        assert {"optimizer.lr", "model.hidden_units", "trainer.batch_size", "lr"} <= set(p)
+        assert {
+            "train_loss",
+            "val_loss",
+            "val_acc",
+            "lr",
+            "epoch_seconds",
+            "best_val_loss",
+            "best_val_acc",
+            "best_epoch",
+            "epochs_run",
+        } <= set(m)
+        assert {
+            "overrides",
+            "sweep_dir",
+            "job_num",
+            "trial_number",
+            "git_commit",
+            "version.torch",
+            "status_reason",
+        } <= set(t)
+        assert t["status_reason"] in ("completed", "early_stopped", "pruned", "diverged")
+        steps = [x.step for x in client.get_metric_history(run.info.run_id, "val_loss")]
+        assert steps == list(range(1, int(m["epochs_run"]) + 1))
+        files = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "overrides.yaml", "checkpoints", "plots"} <= files
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == [
+            "checkpoints/best.pt"
+        ]
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == [
+            "plots/learning_curve.png"
+        ]
+
+    best = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hypersweep.cli",
+            "--tracking-uri",
+            mlflow_server,
+            "best",
+            "--experiment",
+            "served",
+            "--name",
+            "served-digits",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert best.returncode == 0, best.stderr[-3000:]
+    assert "registered served-digits version 1 as @champion" in best.stdout
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pytorch.load_model("models:/served-digits@champion")
+    assert model(torch.randn(3, 1, 8, 8)).argmax(dim=1).shape == (3,)
