@@ -84,6 +84,14 @@ def test_l2_decays_weights_but_not_biases():
     assert all(p.dim() == 1 for p in plain["params"])  # biases and batch-norm affine
 
 
+def test_without_l2_all_parameters_share_one_group():
+    cfg = compose_cfg(["regularization=none", "data=iris"])
+    model = instantiate(cfg.model, input_shape=(4,), output_size=3)
+    optimizer = build_optimizer(instantiate(cfg.optimizer), model, 0.0)
+    (group,) = optimizer.param_groups
+    assert len(group["params"]) == len(list(model.parameters()))
+
+
 def test_split_is_fixed_by_split_seed_not_training_seed():
     a = load(compose_cfg(["trainer.seed=1"]).data)
     b = load(compose_cfg(["trainer.seed=2"]).data)

@@ -132,6 +132,18 @@ def test_diverged_job_is_recorded_and_the_sweep_goes_on(tmp_path, job_cfg, mlflo
     assert ok < 10 and (value != value or value > ok)  # nan or worse than a sane run
 
 
+def test_learning_curve_png_can_be_turned_off(job_cfg, mlflow_client):
+    from hypersweep.job import run
+
+    run(job_cfg("tracking.learning_curve=false"))
+    (r,) = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
+    assert {a.path for a in mlflow_client.list_artifacts(r.info.run_id)} == {
+        "checkpoints",
+        "config.yaml",
+        "overrides.yaml",
+    }
+
+
 def test_same_job_twice_logs_identical_metrics(job_cfg, mlflow_client):
     from hypersweep.job import run
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,24 @@ def _number(text: str | None) -> Any:
     return int(value) if value.is_integer() and "." not in str(text) else value
 
 
+def _distribution(values: list[Any]) -> Any:
+    """Numbers as a numeric range (log-scaled when they span two decades or more), so that
+    plots order them and fANOVA splits them; anything else as categories."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        low, high = min(values), max(values)
+        log_scale = low > 0 and high / low >= 100
+        if all(isinstance(v, int) for v in values):
+            return IntDistribution(low, high, log=log_scale)
+        return FloatDistribution(low, high, log=log_scale)
+    return CategoricalDistribution(sorted(set(values), key=str))
+
+
 def study_from_runs(client: Any, runs: list[Any], metric: str, mode: str) -> optuna.Study:
     """An in-memory study with one trial per finished run: params that vary across the runs,
     the run's `metric` as value and the per-epoch monitored metric as intermediate values."""
     keys = varying_params(runs)
-    choices = {k: sorted({_number(r.data.params.get(k)) for r in runs}, key=str) for k in keys}
+    values = {k: [_number(r.data.params.get(k)) for r in runs] for k in keys}
+    distributions = {k: _distribution(v) for k, v in values.items()}
     study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
     curve = metric.removeprefix("best_")
     for run in sorted(runs, key=lambda r: r.info.start_time):
@@ -63,7 +76,7 @@ def study_from_runs(client: Any, runs: list[Any], metric: str, mode: str) -> opt
         study.add_trial(
             optuna.trial.create_trial(
                 params={k: _number(run.data.params.get(k)) for k in keys},
-                distributions={k: CategoricalDistribution(choices[k]) for k in keys},
+                distributions=distributions,
                 value=None if pruned else value,
                 state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
                 intermediate_values={m.step: m.value for m in history if math.isfinite(m.value)},
@@ -93,8 +106,14 @@ def trials_table(runs: list[Any], metric: str) -> list[dict[str, Any]]:
     return rows
 
 
-def write_report(study: optuna.Study, rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """PNG plots and trials.csv into out_dir; plots that need more trials are skipped."""
+def write_report(
+    study: optuna.Study,
+    rows: list[dict[str, Any]],
+    out_dir: Path,
+    importance: dict[str, float] | None = None,
+) -> list[Path]:
+    """PNG plots and trials.csv into out_dir; plots that need more trials are skipped.
+    `importance` (from `importances`) is drawn as given, not computed again."""
     import csv
 
     import matplotlib
@@ -121,10 +140,8 @@ def write_report(study: optuna.Study, rows: list[dict[str, Any]], out_dir: Path)
     }
     if single and complete and complete[0].params:
         plots["parallel_coordinate"] = lambda: ovm.plot_parallel_coordinate(study)
-    if single and len(complete) >= 2 and complete[0].params:
-        plots["param_importances"] = lambda: ovm.plot_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
-        )
+    if importance:
+        plots["param_importances"] = lambda: _importance_plot(importance)
     if not single:
         plots = {"pareto_front": lambda: ovm.plot_pareto_front(study)}
     for name, draw in plots.items():
@@ -145,11 +162,26 @@ def write_report(study: optuna.Study, rows: list[dict[str, Any]], out_dir: Path)
     return written
 
 
+def _importance_plot(importance: dict[str, float]) -> Any:
+    import matplotlib.pyplot as plt
+
+    names = list(importance)[::-1]
+    fig, ax = plt.subplots()
+    ax.barh(names, [importance[n] for n in names], color="tab:blue")
+    for i, name in enumerate(names):
+        ax.text(importance[name], i, f" {importance[name]:.2f}", va="center")
+    ax.set_xlabel("fANOVA importance for the objective")
+    ax.set_title("Hyperparameter importance")
+    return ax
+
+
 def importances(study: optuna.Study) -> dict[str, float]:
     """fANOVA importance of each param for the objective (empty with fewer than 2 trials)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(study.directions) != 1 or len(complete) < 2 or not complete[0].params:
         return {}
+    if len(complete[0].params) == 1:  # one swept key explains all there is (fANOVA: ~1 s)
+        return {next(iter(complete[0].params)): 1.0}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return optuna.importance.get_param_importances(

@@ -128,7 +128,8 @@ def fit(
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=amp_dtype)
 
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    # fp16 needs loss scaling; elsewhere the scaler's bookkeeping is per-step overhead.
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     history: list[dict[str, float]] = []
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     best_metrics: dict[str, float] = {}
@@ -148,10 +149,14 @@ def fit(
                 loss = loss_fn(model(xb).float(), yb)
             objective = loss + l1 * l1_penalty(penalized) if penalized else loss
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(objective).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.detach() * len(idx)
+            if scaler is None:
+                objective.backward()
+                optimizer.step()
+            else:
+                scaler.scale(objective).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            loss_sum.add_(loss.detach(), alpha=len(idx))  # one kernel, no host sync
 
         val = evaluate(model, data.x_val, data.y_val, task, data.y_scale, autocast=autocast)
         score_name = "val_acc" if task == "classification" else "val_rmse"

@@ -273,10 +273,11 @@ def summarize_sweep(uri: str, parent_run_id: str, config: DictConfig) -> None:
         study = analysis.study_from_runs(client, children, metric, mode)
     out_dir = Path(config.hydra.sweep.dir) / "analysis"
     try:
-        files = analysis.write_report(study, analysis.trials_table(children, metric), out_dir)
-        for path in files:
+        importance = analysis.importances(study)
+        rows = analysis.trials_table(children, metric)
+        for path in analysis.write_report(study, rows, out_dir, importance):
             client.log_artifact(parent_run_id, str(path), "analysis")
-        for key, value in analysis.importances(study).items():
+        for key, value in importance.items():
             client.log_metric(parent_run_id, f"importance.{key}", value)
     except Exception:  # noqa: BLE001 - the sweep's results stand without its plots
         log.exception("Could not write the sweep analysis")

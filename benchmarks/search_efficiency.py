@@ -1,0 +1,230 @@
+"""Search efficiency on digits: grid vs random vs TPE vs TPE+Hyperband over one space, and
+scikit-learn's RandomizedSearchCV over MLPClassifier as the peer, each run as the whole command a
+user types (imports included), one after the other on this machine.
+
+    python benchmarks/search_efficiency.py [--trials 100] [--out benchmarks/results]
+
+Space (100 grid points; the samplers search the continuous version of the same ranges):
+lr 3e-4..3e-2 (log), hidden units 16..256 (log), depth 1..2, batch 32 or 128; Adam, up to 50
+epochs with early stopping on val_acc (patience 5). Reported per strategy: best validation
+accuracy against cumulative training epochs and wall time, the test accuracy of the run that is
+best on validation, and the two targets of issue 5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = [
+    "data=digits",
+    "optimizer=adam",
+    "trainer.max_epochs=50",
+    "trainer.early_stopping.monitor=val_acc",
+    "trainer.early_stopping.patience=5",
+    "tracking.learning_curve=false",
+    "tracking.experiment=bench",
+]
+SPACE = [
+    "lr=tag(log, interval(3e-4, 3e-2))",
+    "model.hidden_units=tag(log, int(interval(16, 256)))",
+    "model.depth=int(interval(1, 2))",
+    "trainer.batch_size=choice(32, 128)",
+]
+GRID = [
+    "lr=3e-4,1e-3,3e-3,1e-2,3e-2",
+    "model.hidden_units=16,32,64,128,256",
+    "model.depth=1,2",
+    "trainer.batch_size=32,128",
+]
+
+
+def optuna_args(sampler: str, pruner: str, trials: int) -> list[str]:
+    return [
+        "hydra/sweeper=hypersweep",
+        f"hydra/sweeper/sampler={sampler}",
+        f"hydra/sweeper/pruner={pruner}",
+        f"hydra.sweeper.n_trials={trials}",
+        "hydra.sweeper.direction=maximize",
+        "hydra.sweeper.sampler.seed=0",
+        *SPACE,
+    ]
+
+
+def strategies(trials: int) -> dict[str, list[str]]:
+    return {
+        "grid": GRID,
+        "random": optuna_args("random", "none", trials),
+        "tpe": optuna_args("tpe", "none", trials),
+        "tpe+hyperband": [
+            *optuna_args("tpe", "hyperband", trials),
+            "hydra.sweeper.pruner.min_resource=3",
+            "hydra.sweeper.pruner.max_resource=50",
+        ],
+    }
+
+
+def run_ours(name: str, args: list[str], workdir: Path) -> dict:
+    from mlflow import MlflowClient
+
+    from hypersweep.selection import test_once
+
+    cwd = workdir / name.replace("+", "_")
+    cwd.mkdir()
+    start = time.time()
+    subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", *COMMON, *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
+    wall = time.time() - start
+    uri = f"sqlite:///{cwd}/mlruns/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("bench")
+    runs = [
+        r
+        for r in client.search_runs([exp.experiment_id], max_results=5000)
+        if r.data.tags.get("sweep") != "true" and r.info.status == "FINISHED"
+    ]
+    runs.sort(key=lambda r: r.info.end_time)
+    curve, epochs, best, best_run = [], 0, -math.inf, None
+    for r in runs:
+        epochs += int(r.data.metrics["epochs_run"])
+        acc = r.data.metrics.get("best_val_acc", -math.inf)
+        if r.data.tags.get("status_reason") != "pruned" and acc > best:
+            best, best_run = acc, r
+        curve.append(
+            {
+                "epochs": epochs,
+                "seconds": r.info.end_time / 1000 - start,
+                "best_val_acc": best,
+                "run_id": best_run.info.run_id if best_run else None,
+            }
+        )
+    test = test_once(client, uri, best_run)[0]["test_acc"]
+    return {
+        "wall_s": wall,
+        "total_epochs": epochs,
+        "trials": len(runs),
+        "best_val_acc": best,
+        "test_acc_of_best": test,
+        "curve": curve,
+    }
+
+
+def run_peer(trials: int, workdir: Path) -> dict:
+    script = f"""
+import json, time, numpy as np
+from scipy.stats import loguniform
+from sklearn.datasets import load_digits
+from sklearn.model_selection import RandomizedSearchCV, train_test_split
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+x, y = load_digits(return_X_y=True)
+# The same 70/15/15 stratified split as data=digits (split_seed 0): search on train+val, test once.
+x_tr, x_rest, y_tr, y_rest = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
+x_va, x_te, y_va, y_te = train_test_split(x_rest, y_rest, test_size=0.5, random_state=0,
+                                          stratify=y_rest)
+x_fit, y_fit = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
+space = {{"mlpclassifier__learning_rate_init": loguniform(3e-4, 3e-2),
+         "mlpclassifier__hidden_layer_sizes": [(h,) * d for h in (16, 32, 64, 128, 256)
+                                               for d in (1, 2)],
+         "mlpclassifier__batch_size": [32, 128]}}
+model = make_pipeline(StandardScaler(), MLPClassifier(max_iter=50, early_stopping=True,
+                      n_iter_no_change=5, random_state=0))
+search = RandomizedSearchCV(model, space, n_iter={trials}, cv=3, n_jobs=-1, random_state=0)
+search.fit(x_fit, y_fit)
+print(json.dumps({{"best_cv_acc": search.best_score_, "test_acc": search.score(x_te, y_te)}}))
+"""
+    start = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=workdir, check=True, capture_output=True, text=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["wall_s"] = time.time() - start
+    return result
+
+
+def first(curve: list[dict], key: str, value: float) -> float | None:
+    return next((c[key] for c in curve if c["best_val_acc"] >= value), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, strategy in strategies(args.trials).items():
+            results[name] = run_ours(name, strategy, Path(tmp))
+            r = results[name]
+            print(
+                f"{name:14s} wall {r['wall_s']:7.1f} s  trials {r['trials']:3d}  epochs "
+                f"{r['total_epochs']:5d}  best val_acc {r['best_val_acc']:.4f}  test_acc of "
+                f"best {r['test_acc_of_best']:.4f}",
+                flush=True,
+            )
+        results["peer"] = run_peer(args.trials, Path(tmp))
+    peer = results["peer"]
+    print(
+        f"{'sklearn peer':14s} wall {peer['wall_s']:7.1f} s  RandomizedSearchCV(n_iter="
+        f"{args.trials}, cv=3, n_jobs=-1) best cv acc {peer['best_cv_acc']:.4f}  test_acc "
+        f"{peer['test_acc']:.4f}"
+    )
+
+    grid, hb = results["grid"], results["tpe+hyperband"]
+    need = first(hb["curve"], "epochs", grid["best_val_acc"])
+    share = "never" if need is None else f"{need / grid['total_epochs']:.2f}"
+    print(
+        f"\ntarget 1: TPE+Hyperband reaches the grid's best val_acc {grid['best_val_acc']:.4f} "
+        f"after {need} epochs; the grid used {grid['total_epochs']} ({share} of them; "
+        "target <= 0.20)"
+    )
+    print(
+        f"target 2: TPE+Hyperband wall {hb['wall_s']:.1f} s vs peer {peer['wall_s']:.1f} s "
+        f"(ratio {hb['wall_s'] / peer['wall_s']:.2f}, target <= 0.33); test_acc "
+        f"{hb['test_acc_of_best']:.4f} vs peer {peer['test_acc']:.4f}"
+    )
+    (out / "search_efficiency.json").write_text(json.dumps(results, indent=1))
+    plot(results, out / "search_efficiency.png")
+
+
+def plot(results: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, r in results.items():
+        if name == "peer":
+            continue
+        curve = r["curve"]
+        a.step([c["epochs"] for c in curve], [c["best_val_acc"] for c in curve], label=name)
+        b.step([c["seconds"] for c in curve], [c["best_val_acc"] for c in curve], label=name)
+    b.axvline(results["peer"]["wall_s"], color="k", linestyle="--", label="sklearn peer done")
+    a.set_xlabel("cumulative training epochs")
+    b.set_xlabel("wall time since the command started (s)")
+    for ax in (a, b):
+        ax.set_ylabel("best val_acc so far")
+        ax.set_ylim(0.9, 1.0)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+if __name__ == "__main__":
+    main()
