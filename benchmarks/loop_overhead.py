@@ -170,7 +170,8 @@ def main() -> None:
             results[case] = med
             print(
                 f"{case:26s} ours {med['ours']:9.1f} ep/s   bare {med['bare']:9.1f} ep/s   "
-                f"dataloader {med['dataloader']:9.1f} ep/s   ours/bare {med['ours'] / med['bare']:.3f}"
+                f"dataloader {med['dataloader']:9.1f} ep/s   "
+                f"ours/bare {med['ours'] / med['bare']:.3f}"
                 f"   ours/dataloader {med['ours'] / med['dataloader']:.3f}"
             )
     if args.json:
