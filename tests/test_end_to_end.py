@@ -43,6 +43,8 @@ def test_grid_sweep_logs_every_job_as_a_child_run(tmp_path, store, mlflow_client
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
     assert parent.info.status == "FINISHED"
+    experiment = mlflow_client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert {r.info.experiment_id for r in children} == {parent.info.experiment_id}
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
     seen = set()

@@ -56,7 +56,9 @@ def experiment_id(uri: str, name: str, artifact_root: str | None) -> str:
             client.restore_experiment(found.experiment_id)
         return found.experiment_id
     location = Path(artifact_root, name.replace("/", "_")).as_uri() if artifact_root else None
-    return client.create_experiment(name, artifact_location=location)
+    # MLflow 3's UI opens experiments of this kind on the runs table, not the GenAI overview.
+    kind = {"mlflow.experimentKind": "custom_model_development"}
+    return client.create_experiment(name, artifact_location=location, tags=kind)
 
 
 def close_interrupted_trial_runs(uri: str, study_name: str, trial_number: int) -> None:
