@@ -76,41 +76,18 @@ def run_ours(
         return epochs / (time.perf_counter() - start)
 
 
-def run_bare(cfg, data: Splits, model, epochs: int, batch: int, precision: str) -> float:
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    loss_fn = loss_function(data.task)
-    n, device = len(data.x_train), data.x_train.device
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(n, device=device)
-        for i in range(0, n, batch):
-            idx = perm[i : i + batch]
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = loss_fn(model(data.x_train[idx]).float(), data.y_train[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        evaluate(model, data.x_val, data.y_val, data.task)["loss"].item()
-    _sync(device)
-    return epochs / (time.perf_counter() - start)
-
-
-def run_dataloader(cfg, data: Splits, model, epochs: int, batch: int, precision: str) -> float:
-    from torch.utils.data import DataLoader, TensorDataset
-
+def _plain_loop(cfg, data: Splits, model, epochs: int, precision: str, batches) -> float:
+    """A hand-written loop: Adam, autocast if asked, val loss per epoch; `batches()` yields one
+    epoch's (x, y) batches, which is all that differs between the baselines."""
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = loss_function(data.task)
     device = data.x_train.device
-    loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=batch, shuffle=True)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     _sync(device)
     start = time.perf_counter()
     for _ in range(epochs):
         model.train()
-        for xb, yb in loader:
+        for xb, yb in batches():
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss = loss_fn(model(xb).float(), yb)
             optimizer.zero_grad()
@@ -119,6 +96,25 @@ def run_dataloader(cfg, data: Splits, model, epochs: int, batch: int, precision:
         evaluate(model, data.x_val, data.y_val, data.task)["loss"].item()
     _sync(device)
     return epochs / (time.perf_counter() - start)
+
+
+def run_bare(cfg, data: Splits, model, epochs: int, batch: int, precision: str) -> float:
+    n, device = len(data.x_train), data.x_train.device
+
+    def batches():
+        perm = torch.randperm(n, device=device)
+        for i in range(0, n, batch):
+            idx = perm[i : i + batch]
+            yield data.x_train[idx], data.y_train[idx]
+
+    return _plain_loop(cfg, data, model, epochs, precision, batches)
+
+
+def run_dataloader(cfg, data: Splits, model, epochs: int, batch: int, precision: str) -> float:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=batch, shuffle=True)
+    return _plain_loop(cfg, data, model, epochs, precision, lambda: loader)
 
 
 CASES = {

@@ -371,11 +371,17 @@ def test_resume_after_a_kill_completes_exactly_n_trials(tmp_path, store, mlflow_
     assert sorted(r.info.status for r in runs if r not in killed_runs) == ["FINISHED"] * 5
 
 
-def test_an_sqlalchemy_url_storage_serves_jobs_in_other_processes(tmp_path, store,
-                                                                  mlflow_client):
+def test_an_sqlalchemy_url_storage_serves_jobs_in_other_processes(tmp_path, store, mlflow_client):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    sweep(tmp_path, *PRUNING, f"hydra.sweeper.storage='{url}'", "hydra/launcher=joblib",
-          "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "trainer.num_threads=1")
+    sweep(
+        tmp_path,
+        *PRUNING,
+        f"hydra.sweeper.storage='{url}'",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2",
+        "trainer.num_threads=1",
+    )
     study = optuna.load_study(study_name="s", storage=url)
     assert len(study.trials) == 8
     assert study.get_trials(states=(TrialState.PRUNED,)), "no trial pruned through RDB storage"

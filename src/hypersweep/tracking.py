@@ -137,8 +137,7 @@ def experiment_name(cfg: DictConfig) -> str:
     if os.environ.get(STUDY_ENV):  # a job of an Optuna sweep
         return os.environ[STUDY_ENV]
     hydra_cfg = cfg.hydra if "hydra" in cfg else HydraConfig.get()
-    sweeper = str(OmegaConf.select(hydra_cfg, "sweeper._target_", default=""))
-    if "hypersweep_sweeper" in sweeper and "hydra" in cfg:
+    if "hydra" in cfg and _is_hypersweep(cfg):
         from hydra_plugins.hypersweep_sweeper.sweeper import study_name_for
 
         return study_name_for(cfg)
