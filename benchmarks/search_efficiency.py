@@ -198,32 +198,31 @@ def main() -> None:
         f"{hb['test_acc_of_best']:.4f} vs peer {peer['test_acc']:.4f}"
     )
     (out / "search_efficiency.json").write_text(json.dumps(results, indent=1))
-    plot(results, out / "search_efficiency.png")
+    plot(results, out / "search_efficiency.svg")
 
 
 def plot(results: dict[str, dict], path: Path) -> None:
-    import matplotlib
+    from hypersweep import svg
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def steps(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
+        sx = [x for i, x in enumerate(xs) for x in ([x] if i == 0 else [x, x])]
+        sy = [y for i, y in enumerate(ys) for y in ([y] if i == len(ys) - 1 else [y, y])]
+        return sx, sy
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, r in results.items():
-        if name == "peer":
-            continue
-        curve = r["curve"]
-        a.step([c["epochs"] for c in curve], [c["best_val_acc"] for c in curve], label=name)
-        b.step([c["seconds"] for c in curve], [c["best_val_acc"] for c in curve], label=name)
-    b.axvline(results["peer"]["wall_s"], color="k", linestyle="--", label="sklearn peer done")
-    a.set_xlabel("cumulative training epochs")
-    b.set_xlabel("wall time since the command started (s)")
-    for ax in (a, b):
-        ax.set_ylabel("best val_acc so far")
-        ax.set_ylim(0.9, 1.0)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    panels = []
+    for key, label in (("epochs", "cumulative training epochs"), ("seconds", "wall time (s)")):
+        series = []
+        for i, (name, r) in enumerate(x for x in results.items() if x[0] != "peer"):
+            xs, ys = steps([c[key] for c in r["curve"]], [c["best_val_acc"] for c in r["curve"]])
+            kept = [(x, y) for x, y in zip(xs, ys, strict=True) if y >= 0.9]
+            series.append(
+                svg.Series(name, [x for x, _ in kept], [y for _, y in kept], svg.PALETTE[i])
+            )
+        vlines = [(results["peer"]["wall_s"], "sklearn peer done")] if key == "seconds" else []
+        panels.append(
+            svg.Panel(xlabel=label, ylabel="best val_acc so far", series=series, vlines=vlines)
+        )
+    svg.write(path, panels, width=1100, height=400)
 
 
 if __name__ == "__main__":

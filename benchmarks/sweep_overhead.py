@@ -91,7 +91,7 @@ def main() -> None:
         variants = {
             "plain": plain,
             "sweep": sweep,
-            "sweep, no learning-curve PNG": [*sweep, "tracking.learning_curve=false"],
+            "sweep, no learning-curve plot": [*sweep, "tracking.learning_curve=false"],
         }
         walls: dict[str, list[float]] = {k: [] for k in variants}
         gaps: dict[str, list[float]] = {k: [] for k in variants}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from xml.etree import ElementTree
 
 import pytest
 import torch
@@ -134,7 +135,29 @@ def test_diverged_job_is_recorded_and_the_sweep_goes_on(tmp_path, job_cfg, mlflo
     assert ok < 10 and (value != value or value > ok)  # nan or worse than a sane run
 
 
-def test_learning_curve_png_can_be_turned_off(job_cfg, mlflow_client):
+def test_learning_curve_svg_draws_the_logged_curves(tmp_path, job_cfg, mlflow_client):
+    from hypersweep.job import run
+
+    run(job_cfg("trainer.max_epochs=6", "trainer.early_stopping.patience=10"))
+    (r,) = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
+    path = mlflow_client.download_artifacts(r.info.run_id, "plots/learning_curve.svg", tmp_path)
+    root = ElementTree.parse(path).getroot()
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    lines = {p.get("data-name"): p.get("points") for p in root.iterfind(".//s:polyline", ns)}
+    assert set(lines) == {"train_loss", "val_loss", "val_acc"}
+    for name, points in lines.items():
+        ys = [float(xy.split(",")[1]) for xy in points.split()]
+        logged = [m.value for m in mlflow_client.get_metric_history(r.info.run_id, name)]
+        assert len(ys) == len(logged) == 6
+        # SVG y grows downwards: a larger value sits higher, so the orders are reversed
+        assert sorted(range(6), key=lambda i: -ys[i]) == sorted(range(6), key=lambda i: logged[i])
+    best = int(r.data.metrics["best_epoch"])
+    at_best = {float(lines[n].split()[best - 1].split(",")[0]) for n in ("val_loss", "val_acc")}
+    marks = {float(v.get("x1")) for v in root.iterfind(".//s:line[@class='vline']", ns)}
+    assert marks == at_best  # the best epoch marked in both panels
+
+
+def test_learning_curve_can_be_turned_off(job_cfg, mlflow_client):
     from hypersweep.job import run
 
     run(job_cfg("tracking.learning_curve=false"))

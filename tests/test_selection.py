@@ -60,10 +60,10 @@ def test_sweep_parent_holds_space_best_and_analysis(grid_sweep, tmp_path, mlflow
     assert parent.data.metrics["best_val_loss"] == pytest.approx(best.data.metrics["best_val_loss"])
     expected = {
         "trials.csv",
-        "optimization_history.png",
-        "parallel_coordinate.png",
-        "param_importances.png",
-        "intermediate_values.png",
+        "optimization_history.svg",
+        "parallel_coordinate.svg",
+        "param_importances.svg",
+        "intermediate_values.svg",
     }
     logged = {
         Path(a.path).name for a in mlflow_client.list_artifacts(parent.info.run_id, "analysis")
@@ -71,6 +71,8 @@ def test_sweep_parent_holds_space_best_and_analysis(grid_sweep, tmp_path, mlflow
     assert expected <= logged
     (sweep_dir,) = (tmp_path / "multirun").glob("*/*")
     assert expected <= {p.name for p in (sweep_dir / "analysis").iterdir()}
+    svg = (sweep_dir / "analysis" / "parallel_coordinate.svg").read_text()
+    assert svg.count("<polyline") == 3  # one line per trial across the lr and objective axes
     csv = (sweep_dir / "analysis" / "trials.csv").read_text().splitlines()
     assert csv[0].startswith("run_id,") and "lr" in csv[0].split(",") and len(csv) == 4
     assert parent.data.metrics["importance.lr"] == pytest.approx(1.0)  # the only swept key

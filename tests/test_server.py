@@ -129,7 +129,7 @@ def test_optuna_sweep_through_a_tracking_server(tmp_path, mlflow_server):
             "checkpoints/best.pt"
         ]
         assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == [
-            "plots/learning_curve.png"
+            "plots/learning_curve.svg"
         ]
 
     best = subprocess.run(

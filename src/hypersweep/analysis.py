@@ -17,6 +17,8 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from hypersweep import svg
+
 log = logging.getLogger(__name__)
 
 # Params that say how a run was tracked or are derived, not hyperparameters.
@@ -112,15 +114,9 @@ def write_report(
     out_dir: Path,
     importance: dict[str, float] | None = None,
 ) -> list[Path]:
-    """PNG plots and trials.csv into out_dir; plots that need more trials are skipped.
+    """SVG plots and trials.csv into out_dir; plots that need more trials are skipped.
     `importance` (from `importances`) is drawn as given, not computed again."""
     import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -135,44 +131,109 @@ def write_report(
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     single = len(study.directions) == 1
     plots = {
-        "optimization_history": lambda: ovm.plot_optimization_history(study),
-        "intermediate_values": lambda: ovm.plot_intermediate_values(study),
+        "optimization_history": lambda path: _history_plot(study, complete, path),
+        "intermediate_values": lambda path: _intermediate_plot(study, path),
     }
     if single and complete and complete[0].params:
-        plots["parallel_coordinate"] = lambda: ovm.plot_parallel_coordinate(study)
+        plots["parallel_coordinate"] = lambda path: _parallel_plot(complete, path)
     if importance:
-        plots["param_importances"] = lambda: _importance_plot(importance)
+        plots["param_importances"] = lambda path: svg.write(
+            path,
+            [
+                svg.Panel(
+                    title="Hyperparameter importance",
+                    xlabel="fANOVA importance for the objective",
+                    bars=list(importance.items()),
+                )
+            ],
+            height=max(200, 80 + 30 * len(importance)),
+        )
     if not single:
-        plots = {"pareto_front": lambda: ovm.plot_pareto_front(study)}
+        plots = {"pareto_front": lambda path: _pareto_plot(study, complete, path)}
     for name, draw in plots.items():
+        path = out_dir / f"{name}.svg"
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # optuna's "experimental" warnings
-                ax = draw()
+            written.append(draw(path))
         except Exception as e:  # noqa: BLE001 - one plot failing must not sink the report
             log.warning("Skipped the %s plot: %s", name, e)
-            continue
-        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-        fig.set_size_inches(9, 5)
-        fig.tight_layout()
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
     return written
 
 
-def _importance_plot(importance: dict[str, float]) -> Any:
-    import matplotlib.pyplot as plt
+def _history_plot(study: optuna.Study, complete: list[Any], path: Path) -> Path:
+    numbers = [t.number for t in complete]
+    values = [t.value for t in complete]
+    better = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    best = [better(values[: i + 1]) for i in range(len(values))]
+    panel = svg.Panel(
+        title="Optimization history",
+        xlabel="trial",
+        ylabel="objective",
+        integer_x=True,
+        series=[
+            svg.Series("objective", numbers, values, svg.PALETTE[0], markers=True),
+            svg.Series("best so far", numbers, best, svg.PALETTE[3]),
+        ],
+    )
+    return svg.write(path, [panel], height=420)
 
-    names = list(importance)[::-1]
-    fig, ax = plt.subplots()
-    ax.barh(names, [importance[n] for n in names], color="tab:blue")
-    for i, name in enumerate(names):
-        ax.text(importance[name], i, f" {importance[name]:.2f}", va="center")
-    ax.set_xlabel("fANOVA importance for the objective")
-    ax.set_title("Hyperparameter importance")
-    return ax
+
+def _intermediate_plot(study: optuna.Study, path: Path) -> Path:
+    trials = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values]
+    if not trials:
+        raise ValueError("no trial reported intermediate values")
+    series = [
+        svg.Series(
+            f"trial {t.number}",
+            list(t.intermediate_values),
+            list(t.intermediate_values.values()),
+            # pruned trials grey: the curves Hyperband/ASHA cut short
+            "#bbbbbb" if t.state == TrialState.PRUNED else svg.PALETTE[t.number % 7],
+            width=1.0,
+            in_legend=False,
+        )
+        for t in trials
+    ]
+    panel = svg.Panel(
+        title="Intermediate values (pruned trials in grey)",
+        xlabel="epoch",
+        ylabel="monitored metric",
+        integer_x=True,
+        series=series,
+    )
+    return svg.write(path, [panel], height=420)
+
+
+def _parallel_plot(complete: list[Any], path: Path) -> Path:
+    columns = []
+    for name, dist in complete[0].distributions.items():
+        raw = [t.params.get(name) for t in complete]
+        if isinstance(dist, CategoricalDistribution):
+            labels = [str(c) for c in dist.choices]
+            columns.append((name, [float(dist.choices.index(v)) for v in raw], labels))
+        else:
+            log_scale = getattr(dist, "log", False)
+            values = [math.log10(v) if log_scale else float(v) for v in raw]
+            columns.append((f"log10 {name}" if log_scale else name, values, None))
+    return svg.parallel(path, columns, ("objective", [t.value for t in complete]))
+
+
+def _pareto_plot(study: optuna.Study, complete: list[Any], path: Path) -> Path:
+    names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+    front = {t.number for t in study.best_trials}
+    groups = {"trials": [t for t in complete if t.number not in front]}
+    groups["Pareto front"] = [t for t in complete if t.number in front]
+    series = [
+        svg.Series(
+            label,
+            [t.values[0] for t in trials],
+            [t.values[1] for t in trials],
+            svg.PALETTE[3] if label == "Pareto front" else svg.PALETTE[0],
+            markers=True,
+        )
+        for label, trials in groups.items()
+    ]
+    panel = svg.Panel(title="Pareto front", xlabel=names[0], ylabel=names[1], series=series)
+    return svg.write(path, [panel], height=420)
 
 
 def importances(study: optuna.Study) -> dict[str, float]:

@@ -251,6 +251,6 @@ def _log_outcome(
             result.best_metrics,
         )
         job_run.log_artifact(ckpt, "checkpoints")
-    if plot:  # ~0.1 s of matplotlib per job: the largest part of a short job's overhead
-        png = learning_curve(result.history, monitor, result.best_epoch, out_dir / "plots")
-        job_run.log_artifact(png, "plots")
+    if plot:
+        curve = learning_curve(result.history, monitor, result.best_epoch, out_dir / "plots")
+        job_run.log_artifact(curve, "plots")
