@@ -107,3 +107,28 @@ def test_grid_values(text, values):
 def test_grid_rejects_continuous_intervals():
     with pytest.raises(SearchSpaceError, match="discrete"):
         grid_values(one("x=interval(0.1, 0.5)"))
+
+
+def test_grid_validation_composes_one_job_per_structure():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hypersweep.search_space import jobs_to_compose
+
+    batch = [
+        [f"lr={lr}", f"optimizer={opt}", f"hydra.job.chdir={chdir}"]
+        for lr in (0.1, 0.01, 0.001)
+        for opt in ("adam", "sgd")
+        for chdir in ("true", "false")
+    ]
+    chosen = jobs_to_compose(batch, OverridesParser.create(), lambda key: key == "optimizer")
+    # every group option and every hydra.* value once; lr values do not change the structure
+    assert chosen == [
+        ["lr=0.1", "optimizer=adam", "hydra.job.chdir=true"],
+        ["lr=0.1", "optimizer=adam", "hydra.job.chdir=false"],
+        ["lr=0.1", "optimizer=sgd", "hydra.job.chdir=true"],
+        ["lr=0.1", "optimizer=sgd", "hydra.job.chdir=false"],
+    ]
+    keys = jobs_to_compose(
+        [["lr=0.1"], ["+extra=1"], ["lr=0.2"]], OverridesParser.create(), lambda key: False
+    )
+    assert keys == [["lr=0.1"], ["+extra=1"]]  # a different set of keys is its own structure

@@ -52,7 +52,7 @@ def grid_sweep(tmp_path, store, mlflow_client):
 def test_sweep_parent_holds_space_best_and_analysis(grid_sweep, tmp_path, mlflow_client):
     parent, children = grid_sweep
     assert len(children) == 3
-    assert parent.data.params["sweeper"] == "BasicSweeper"
+    assert parent.data.params["sweeper"] == "GridSweeper"
     assert parent.data.params["space.lr"] == "0.3,0.03,0.003"
     best = min(children, key=lambda r: r.data.metrics["best_val_loss"])
     assert parent.data.tags["best_run_id"] == best.info.run_id

@@ -113,3 +113,16 @@ def test_bad_value_in_a_sweep_stops_it_and_closes_the_sweep_run(tmp_path, store,
     assert runs and all(r.info.status != "RUNNING" for r in runs)
     statuses = sorted(r.info.status for r in runs)
     assert statuses == ["FAILED", "FINISHED"]  # the sweep run failed; the good job finished
+
+
+def test_bad_group_option_late_in_a_grid_stops_it_before_any_job(tmp_path, store, mlflow_client):
+    # the grid sweeper validates one job per structure, not every job: the bad option must
+    # still be caught before the first job trains
+    result = train(
+        ["-m", "trainer.max_epochs=1", "lr=0.1,0.01,0.001", "optimizer=adam,adamx"], cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert "Could not find 'optimizer/adamx'" in result.stderr
+    runs = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
+    assert [r for r in runs if r.data.tags.get("sweep") != "true"] == []
+    assert all(r.info.status != "RUNNING" for r in runs)

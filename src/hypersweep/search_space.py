@@ -14,6 +14,7 @@ key=value                           fixed
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,3 +182,23 @@ def swept_keys(arguments: list[str]) -> dict[str, str]:
         if override.is_sweep_override():
             out[override.get_key_element()] = (override.input_line or "").partition("=")[2]
     return out
+
+
+def jobs_to_compose(
+    batch: Sequence[Sequence[str]], parser: OverridesParser, is_group: Callable[[str], bool]
+) -> list[Sequence[str]]:
+    """The jobs of a batch whose composition proves all of them composable: the first job of
+    each distinct structure, where a job's structure is its set of keys with the values of the
+    config-group and `hydra.*` overrides (values of other keys cannot fail to compose)."""
+    chosen: dict[tuple, Sequence[str]] = {}
+    for job in batch:
+        structure = []
+        for override in parser.parse_overrides(list(job)):
+            key = override.key_or_group
+            structural = key.startswith(("hydra.", "hydra/")) or key == "hydra" or is_group(key)
+            value = (
+                override.get_value_element_as_str() if structural and override.value_type else None
+            )
+            structure.append((override.get_key_element(), value))
+        chosen.setdefault(tuple(sorted(structure, key=str)), job)
+    return list(chosen.values())

@@ -197,7 +197,7 @@ class SweepTracking(Callback):
 
 
 def _is_hypersweep(config: DictConfig) -> bool:
-    return "hypersweep_sweeper" in str(config.hydra.sweeper.get("_target_", ""))
+    return str(config.hydra.sweeper.get("_target_", "")).endswith(".HypersweepSweeper")
 
 
 def sweep_params(config: DictConfig) -> dict[str, str]:
