@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 COMMON = [
     "data=digits",
     "optimizer=adam",
@@ -46,25 +48,25 @@ GRID = [
 ]
 
 
-def optuna_args(sampler: str, pruner: str, trials: int) -> list[str]:
+def optuna_args(sampler: str, pruner: str, trials: int, seed: int) -> list[str]:
     return [
         "hydra/sweeper=hypersweep",
         f"hydra/sweeper/sampler={sampler}",
         f"hydra/sweeper/pruner={pruner}",
         f"hydra.sweeper.n_trials={trials}",
         "hydra.sweeper.direction=maximize",
-        "hydra.sweeper.sampler.seed=0",
+        f"hydra.sweeper.sampler.seed={seed}",
         *SPACE,
     ]
 
 
-def strategies(trials: int) -> dict[str, list[str]]:
+def strategies(trials: int, seed: int) -> dict[str, list[str]]:
     return {
         "grid": GRID,
-        "random": optuna_args("random", "none", trials),
-        "tpe": optuna_args("tpe", "none", trials),
+        "random": optuna_args("random", "none", trials, seed),
+        "tpe": optuna_args("tpe", "none", trials, seed),
         "tpe+hyperband": [
-            *optuna_args("tpe", "hyperband", trials),
+            *optuna_args("tpe", "hyperband", trials, seed),
             "hydra.sweeper.pruner.min_resource=3",
             "hydra.sweeper.pruner.max_resource=50",
         ],
@@ -77,7 +79,7 @@ def run_ours(name: str, args: list[str], workdir: Path, fresh_store: bool) -> di
     from hypersweep.selection import test_once
     from hypersweep.tracking import prepare_store
 
-    cwd = workdir / name.replace("+", "_")
+    cwd = workdir / name.replace("+", "_").replace(" ", "_").replace("=", "")
     cwd.mkdir()
     uri = f"sqlite:///{cwd}/mlruns/mlflow.db"
     if not fresh_store:  # a user's usual case: mlruns/ exists from an earlier sweep
@@ -178,6 +180,13 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--only", nargs="+", help="strategies to run (default: all; peer always)")
     parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="sampler seeds; the first is the main table, the others repeat the Optuna strategies",
+    )
+    parser.add_argument(
         "--fresh-store", action="store_true", help="each sweep creates its MLflow store (~3 s)"
     )
     args = parser.parse_args()
@@ -185,14 +194,18 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, strategy in strategies(args.trials).items():
-            if args.only and name not in args.only:
-                continue
+        runs = [
+            (name if seed == args.seeds[0] else f"{name} seed={seed}", strategy)
+            for seed in args.seeds
+            for name, strategy in strategies(args.trials, seed).items()
+            if (not args.only or name in args.only) and (name != "grid" or seed == args.seeds[0])
+        ]
+        for name, strategy in runs:
             results[name] = run_ours(name, strategy, Path(tmp), args.fresh_store)
             r = results[name]
             r["fresh_store"] = args.fresh_store
             print(
-                f"{name:14s} wall {r['wall_s']:7.1f} s  trials {r['trials']:3d}  epochs "
+                f"{name:22s} wall {r['wall_s']:7.1f} s  trials {r['trials']:3d}  epochs "
                 f"{r['total_epochs']:5d}  best val_acc {r['best_val_acc']:.4f}  test_acc of "
                 f"best {r['test_acc_of_best']:.4f}",
                 flush=True,
@@ -200,7 +213,7 @@ def main() -> None:
         results["peer"] = run_peer(args.trials, Path(tmp))
     peer = results["peer"]
     print(
-        f"{'sklearn peer':14s} wall {peer['wall_s']:7.1f} s  RandomizedSearchCV(n_iter="
+        f"{'sklearn peer':22s} wall {peer['wall_s']:7.1f} s  RandomizedSearchCV(n_iter="
         f"{args.trials}, cv=3, n_jobs=-1) best cv acc {peer['best_cv_acc']:.4f}  test_acc "
         f"{peer['test_acc']:.4f}"
     )
@@ -241,7 +254,8 @@ def plot(results: dict[str, dict], path: Path) -> None:
     panels = []
     for key, label in (("epochs", "cumulative training epochs"), ("seconds", "wall time (s)")):
         series = []
-        for i, (name, r) in enumerate(x for x in results.items() if x[0] != "peer"):
+        main = [x for x in results.items() if x[0] != "peer" and " seed=" not in x[0]]
+        for i, (name, r) in enumerate(main):
             xs, ys = steps([c[key] for c in r["curve"]], [c["best_val_acc"] for c in r["curve"]])
             kept = [(x, y) for x, y in zip(xs, ys, strict=True) if y >= 0.9]
             series.append(
