@@ -77,7 +77,7 @@ def run_ours(name: str, args: list[str], workdir: Path, fresh_store: bool) -> di
     from mlflow import MlflowClient
 
     from hypersweep.selection import test_once
-    from hypersweep.tracking import prepare_store
+    from hypersweep.tracking import prepare_store, selection_key
 
     cwd = workdir / name.replace("+", "_").replace(" ", "_").replace("=", "")
     cwd.mkdir()
@@ -101,11 +101,15 @@ def run_ours(name: str, args: list[str], workdir: Path, fresh_store: bool) -> di
     ]
     runs.sort(key=lambda r: r.info.end_time)
     curve, epochs, best, best_run = [], 0, -math.inf, None
-    for r in runs:
+    for r in runs:  # the best so far as `hypersweep best` ranks: val_acc, ties on val_loss
         epochs += int(r.data.metrics["epochs_run"])
-        acc = r.data.metrics.get("best_val_acc", -math.inf)
-        if r.data.tags.get("status_reason") != "pruned" and acc > best:
-            best, best_run = acc, r
+        scored = r.data.tags.get("status_reason") != "pruned" and "best_val_acc" in r.data.metrics
+        if scored and (
+            best_run is None
+            or selection_key(r.data.metrics, "best_val_acc", "max")
+            < selection_key(best_run.data.metrics, "best_val_acc", "max")
+        ):
+            best, best_run = r.data.metrics["best_val_acc"], r
         curve.append(
             {
                 "epochs": epochs,

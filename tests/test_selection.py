@@ -175,3 +175,25 @@ def test_babysitting_warm_starts_from_a_runs_best_checkpoint(tmp_path, store, ml
     assert (
         f"resume_from='{source.info.run_id}': its checkpoint does not fit this model" in bad.stderr
     )
+
+
+def test_rank_breaks_accuracy_ties_on_validation_loss(store, mlflow_client):
+    from hypersweep.selection import find_runs, rank
+
+    exp = mlflow_client.create_experiment("ties")
+    made = {}
+    for name, acc, loss in [
+        ("a", 0.98, 0.09),
+        ("b", 0.99, 0.12),
+        ("c", 0.99, 0.05),
+        ("d", 0.97, 0.01),
+    ]:
+        run = mlflow_client.create_run(exp, run_name=name)
+        mlflow_client.log_param(run.info.run_id, "trainer.early_stopping.monitor", "val_acc")
+        mlflow_client.log_metric(run.info.run_id, "best_val_acc", acc)
+        mlflow_client.log_metric(run.info.run_id, "best_val_loss", loss)
+        mlflow_client.set_terminated(run.info.run_id)
+        made[run.info.run_id] = name
+    ranking = rank(find_runs(mlflow_client, "ties", None))
+    assert ranking.metric == "best_val_acc"
+    assert [made[r.info.run_id] for r in ranking.runs] == ["c", "b", "a", "d"]

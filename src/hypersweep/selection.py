@@ -17,6 +17,7 @@ from hypersweep.checkpoint import download_checkpoint, load_checkpoint
 from hypersweep.config import monitor_mode
 from hypersweep.data import Splits, load
 from hypersweep.fit import evaluate
+from hypersweep.tracking import selection_key
 
 CHAMPION = "champion"
 
@@ -95,7 +96,7 @@ def rank(runs: list[Any], metric: str | None = None) -> Ranking:
     ]
     if not scored:
         raise SelectionError(f"no run has the metric {metric!r}")
-    scored.sort(key=lambda r: r.data.metrics[metric], reverse=mode == "max")
+    scored.sort(key=lambda r: selection_key(r.data.metrics, metric, mode))
     return Ranking(metric, mode, scored, varying_params(runs))
 
 
