@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+# Dataset splits cached by the tests' processes go to a temporary dir, not the user's ~/.cache.
+os.environ.setdefault("HYPERSWEEP_CACHE_DIR", tempfile.mkdtemp(prefix="hypersweep-cache-"))
 CONF = ROOT / "conf"
 # Tiny CPU settings: seconds per job.
 TINY = [

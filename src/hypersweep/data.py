@@ -1,15 +1,25 @@
 """Datasets as tensors: load, split once with the split seed, standardize on train only.
 
 A loaded split is cached per process, keyed by the data config, so the jobs of a sweep that run
-in one process load and split a dataset once.
+in one process load and split a dataset once; and on disk (`$HYPERSWEEP_CACHE_DIR`, default
+`~/.cache/hypersweep/datasets`), so that later commands and other worker processes skip
+scikit-learn's import (~0.8 s) and the split. The disk key holds the config, the versions of
+scikit-learn and numpy and, for a CSV file, its size and modification time; a missing or
+unreadable entry is rebuilt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -115,11 +125,56 @@ def load(cfg: DictConfig) -> Splits:
     return _load_cached(json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True))
 
 
+CACHE_FORMAT = 1
+ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("HYPERSWEEP_CACHE_DIR")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "hypersweep", "datasets")
+
+
+def _disk_key(key: str, cfg: DictConfig) -> str:
+    parts = [key, version("scikit-learn"), np.__version__, str(CACHE_FORMAT)]
+    if cfg.source == "csv":
+        stat = Path(cfg.path).stat()
+        parts += [str(Path(cfg.path).resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
 @lru_cache(maxsize=8)
 def _load_cached(key: str) -> Splits:
+    cfg = OmegaConf.create(json.loads(key))
+    label = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(cfg.get("name", "data")))
+    path = cache_dir() / f"{label}-{_disk_key(key, cfg)}.npz"
+    try:
+        with np.load(path) as stored:
+            arrays = {name: stored[name] for name in ARRAYS}
+            y_scale = float(stored["y_scale"])
+    except (OSError, KeyError, ValueError):  # not cached yet, or unreadable: build it
+        arrays, y_scale = _split(cfg)
+        _store(path, arrays, y_scale)
+    return _tensors(cfg, arrays, y_scale)
+
+
+def _store(path: Path, arrays: dict[str, np.ndarray], y_scale: float) -> None:
+    """Write atomically: a reader sees the whole file or none (jobs in parallel may race)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, y_scale=np.float64(y_scale), **arrays)
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only home is no reason to fail the job
+        log.warning("dataset cache not written (%s): %s", path, e)
+
+
+def _split(cfg: DictConfig) -> tuple[dict[str, np.ndarray], float]:
     from sklearn.model_selection import train_test_split
 
-    cfg = OmegaConf.create(json.loads(key))
     x, y = LOADERS[cfg.source](cfg)
     x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
     classification = cfg.task == "classification"
@@ -145,22 +200,21 @@ def _load_cached(key: str) -> Splits:
         y_mean, y_scale = float(y_tr.mean()), float(y_tr.std() or 1.0)
         y_tr, y_va, y_te = ((a - y_mean) / y_scale for a in (y_tr, y_va, y_te))
 
-    shape = tuple(cfg.shape) if cfg.get("shape") else (x.shape[1],)
-    output_size = int(y.max()) + 1 if classification else 1
+    arrays = dict(zip(ARRAYS, (x_tr, y_tr, x_va, y_va, x_te, y_te), strict=True))
+    return {k: np.ascontiguousarray(v) for k, v in arrays.items()}, y_scale
 
-    def tensor(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a))
+
+def _tensors(cfg: DictConfig, arrays: dict[str, np.ndarray], y_scale: float) -> Splits:
+    classification = cfg.task == "classification"
+    shape = tuple(cfg.shape) if cfg.get("shape") else (arrays["x_train"].shape[1],)
+    labels = np.concatenate([arrays[k] for k in ("y_train", "y_val", "y_test")])
+    output_size = int(labels.max()) + 1 if classification else 1
 
     def inputs(a: np.ndarray) -> torch.Tensor:
-        return tensor(a.astype(np.float32)).reshape(len(a), *shape)
+        return torch.from_numpy(a.astype(np.float32)).reshape(len(a), *shape)
 
     return Splits(
-        x_train=inputs(x_tr),
-        y_train=tensor(y_tr),
-        x_val=inputs(x_va),
-        y_val=tensor(y_va),
-        x_test=inputs(x_te),
-        y_test=tensor(y_te),
+        **{k: inputs(v) if k.startswith("x_") else torch.from_numpy(v) for k, v in arrays.items()},
         task=cfg.task,
         input_shape=shape,
         output_size=output_size,
