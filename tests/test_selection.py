@@ -77,6 +77,7 @@ def test_sweep_parent_holds_space_best_and_analysis(grid_sweep, tmp_path, mlflow
     assert csv[0].startswith("run_id,") and "lr" in csv[0].split(",") and len(csv) == 4
     assert parent.data.metrics["importance.lr"] == pytest.approx(1.0)  # the only swept key
     assert all(r.data.params["choice.optimizer"] == "sgd" for r in children)
+    assert not any("choice.search" in r.data.params for r in children)  # no preset: no param
 
 
 def test_best_tests_once_registers_and_the_champion_predicts(

@@ -115,7 +115,7 @@ def run(cfg: DictConfig) -> float:
         {
             f"choice.{group}": str(option)
             for group, option in hydra_cfg.runtime.choices.items()
-            if not group.startswith("hydra/") and option
+            if not group.startswith("hydra/") and option and (group, option) != NO_SEARCH_PRESET
         }
     )
     if reporter is not None:
@@ -197,6 +197,10 @@ def _warm_start(model: torch.nn.Module, uri: str, run_id: str) -> None:
             f"resume_from={run_id!r}: its checkpoint does not fit this model: expected the same "
             f"model and data as that run ({detail})"
         ) from None
+
+
+# The search group's default: no preset, `-m key=a,b,c` grids (conf/search/cli_grid.yaml).
+NO_SEARCH_PRESET = ("search", "cli_grid")
 
 
 def _multirun(hydra_cfg: DictConfig) -> bool:
