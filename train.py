@@ -5,11 +5,11 @@ import gc
 import hydra
 from omegaconf import DictConfig
 
-from hypersweep.job import main as run_job
-
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    from hypersweep.job import main as run_job  # torch loads here: --help, --cfg stay quick
+
     return run_job(cfg)
 
 
