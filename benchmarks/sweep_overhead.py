@@ -8,8 +8,10 @@ Reported: median wall time of each command and (sweep - plain) / 20 = added seco
 which spreads the per-command costs (imports, MLflow store check, analysis plots) over the 20
 jobs; and the marginal cost of one more job, from the gaps between consecutive job summary lines
 in the sweep's log (jobs 2..20) minus the plain loop's time per training. Both with and without
-the per-job learning-curve PNG. The sweep runs against an MLflow store that already exists (a
-user's second sweep); creating a store the first time is reported on its own.
+the per-job learning-curve plot; and the same 20 trainings as 20 trials of our Optuna sweeper
+(grid sampler over the same lr values: study storage, ask/tell and per-epoch reports included).
+The sweeps run against an MLflow store that already exists (a user's second sweep); creating a
+store the first time is reported on its own.
 """
 
 from __future__ import annotations
@@ -88,10 +90,19 @@ def main() -> None:
             check=True,
         )
         create = time.perf_counter() - start
+        optuna = [
+            *sweep[:3],
+            "hydra/sweeper=hypersweep",
+            "hydra/sweeper/sampler=grid",
+            f"hydra.sweeper.n_trials={args.jobs}",
+            f"lr=choice({','.join(map(str, lrs))})",
+            *sweep[4:],
+        ]
         variants = {
             "plain": plain,
             "sweep": sweep,
             "sweep, no learning-curve plot": [*sweep, "tracking.learning_curve=false"],
+            "optuna sweeper, grid sampler": optuna,
         }
         walls: dict[str, list[float]] = {k: [] for k in variants}
         gaps: dict[str, list[float]] = {k: [] for k in variants}
