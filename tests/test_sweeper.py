@@ -240,6 +240,9 @@ def test_multi_objective_nsga2_writes_a_pareto_front(tmp_path, store, mlflow_cli
         assert s["values"] == pytest.approx(
             [run.data.metrics["best_val_acc"], run.data.metrics["n_params"]]
         )
+    (front,) = (tmp_path / "multirun").glob("*/*/analysis/pareto_front.svg")
+    # one dot per trial (the front in its own colour)
+    assert front.read_text().count("<circle") == len(runs) == 4
 
 
 def test_coarse_to_fine_narrows_numeric_intervals_to_the_best_trials(tmp_path, store):
