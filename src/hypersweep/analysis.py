@@ -67,7 +67,12 @@ def study_from_runs(client: Any, runs: list[Any], metric: str, mode: str) -> opt
     keys = varying_params(runs)
     values = {k: [_number(r.data.params.get(k)) for r in runs] for k in keys}
     distributions = {k: _distribution(v) for k, v in values.items()}
-    study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory"
+    try:
+        study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
+    finally:
+        optuna.logging.set_verbosity(level)
     curve = metric.removeprefix("best_")
     for run in sorted(runs, key=lambda r: r.info.start_time):
         value = run.data.metrics.get(metric)
