@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from xml.etree import ElementTree
 
 import pytest
@@ -13,7 +19,7 @@ from mlflow.artifacts import download_artifacts
 from hypersweep.checkpoint import load_checkpoint, save_checkpoint
 from hypersweep.progress import Progress
 
-from conftest import train
+from conftest import ROOT, train
 
 EPOCH_METRICS = {"train_loss", "val_loss", "val_acc", "lr", "epoch_seconds"}
 SUMMARY_METRICS = {"best_val_loss", "best_val_acc", "best_train_loss", "best_epoch", "epochs_run"}
@@ -232,3 +238,58 @@ def test_progress_shows_on_a_terminal_only(stream, shows):
     text = stream.getvalue()
     assert ("epoch 2/10" in text and "best val_loss 0.7" in text) is shows
     assert (text == "") is not shows
+
+
+def test_runs_of_a_killed_sweep_are_closed_by_the_next_command(tmp_path, store, mlflow_client):
+    """SIGKILL leaves no chance to close runs; the next command on this machine closes those
+    whose process is gone, and leaves a live process's runs alone."""
+    from hypersweep.tracking import _alive, close_orphaned_runs
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-m",
+            "lr=0.01,0.02",
+            "trainer.max_epochs=500",
+            "trainer.early_stopping.patience=1000",
+            "trainer.batch_size=8",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            runs = mlflow_client.search_runs(
+                [e.experiment_id for e in mlflow_client.search_experiments()],
+                filter_string="attributes.status = 'RUNNING'",
+            )
+            if any(r.data.tags.get("sweep") != "true" for r in runs):  # a job is training
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("the sweep did not start a job")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert {r.data.tags.get("sweep") for r in runs} == {"true", None}  # parent and job RUNNING
+    # A run of a live process (this one) is not touched.
+    live = mlflow_client.create_run(
+        runs[0].info.experiment_id,
+        tags={"hypersweep.host": socket.gethostname(), "hypersweep.pid": "1"},
+    )
+    assert _alive(1, live.info.start_time) and _alive(os.getpid(), int(time.time() * 1000))
+    assert not _alive(proc.pid, int(time.time() * 1000))  # reaped: gone
+
+    result = train(["trainer.max_epochs=1"], cwd=tmp_path)  # any later command
+    assert result.returncode == 0, result.stderr[-3000:]
+    for run in runs:
+        after = mlflow_client.get_run(run.info.run_id)
+        assert after.info.status == "KILLED"
+        assert after.data.tags["status_reason"] == "interrupted"
+    assert mlflow_client.get_run(live.info.run_id).info.status == "RUNNING"
+    assert close_orphaned_runs(store["uri"]) == []  # nothing left to close

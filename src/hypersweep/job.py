@@ -80,6 +80,7 @@ def run(cfg: DictConfig) -> float:
     sweep = tracking.read_sweep_file(hydra_cfg.sweep.dir) if _multirun(hydra_cfg) else None
     if sweep is None:
         tracking.prepare_store(uri)
+        tracking.close_orphaned_runs(uri)
         exp_id = tracking.experiment_id(
             uri, tracking.experiment_name(cfg), cfg.tracking.artifact_root
         )

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import socket
 import sqlite3
 import subprocess
 import time
@@ -74,6 +75,63 @@ def close_interrupted_trial_runs(uri: str, study_name: str, trial_number: int) -
     for run in runs:
         client.set_tag(run.info.run_id, "status_reason", "interrupted")
         client.set_terminated(run.info.run_id, "KILLED")
+
+
+HOST_TAG, PID_TAG = "hypersweep.host", "hypersweep.pid"
+
+
+def process_tags() -> dict[str, str]:
+    """Which process owns a run: lets a later command close it if that process died."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def _alive(pid: int, since_ms: int) -> bool:
+    """Whether process `pid` runs and started before `since_ms` (a later one reuses the pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it exists
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        btime = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        started_s = btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True  # no /proc (macOS): trust the pid
+    return started_s * 1000 <= since_ms + 2000
+
+
+def close_orphaned_runs(uri: str) -> list[str]:
+    """Mark KILLED (status_reason=interrupted) the RUNNING runs that a process on this machine
+    created and that process is gone: a sweep or job killed with SIGKILL, or a machine that
+    went down, cannot close its own runs. Runs of live processes and of other machines are left
+    alone. Returns the ids closed."""
+    client = _client(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    host = socket.gethostname().replace("'", "")
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+        max_results=5000,
+    )
+    closed = []
+    for run in runs:
+        pid = run.data.tags.get(PID_TAG, "")
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid), run.info.start_time):
+            continue
+        client.set_tag(run.info.run_id, "status_reason", "interrupted")
+        client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    if closed:
+        log.warning("Closed %d run(s) left RUNNING by a process that died: KILLED", len(closed))
+    return closed
 
 
 def choice_params(uri: str, run_id: str) -> dict[str, str]:
@@ -165,6 +223,7 @@ class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         uri = config.tracking.uri
         prepare_store(uri)
+        close_orphaned_runs(uri)
         exp_id = experiment_id(uri, experiment_name(config), config.tracking.artifact_root)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -178,6 +237,7 @@ class SweepTracking(Callback):
                 "sweep_dir": str(sweep_dir.resolve()),
                 "overrides": " ".join(overrides),
                 **run_tags_static(),
+                **process_tags(),
             },
         )
         from mlflow.entities import Param
@@ -321,7 +381,7 @@ class JobRun:
 
         self.client = _client(uri)
         self.run_id = self.client.create_run(
-            experiment_id, run_name=run_name, tags=tags
+            experiment_id, run_name=run_name, tags={**tags, **process_tags()}
         ).info.run_id
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
         self.flush_every_s = flush_every_s
