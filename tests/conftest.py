@@ -3,6 +3,7 @@ that runs train.py as a user does."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -18,7 +19,9 @@ from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 # Dataset splits cached by the tests' processes go to a temporary dir, not the user's ~/.cache.
-os.environ.setdefault("HYPERSWEEP_CACHE_DIR", tempfile.mkdtemp(prefix="hypersweep-cache-"))
+if "HYPERSWEEP_CACHE_DIR" not in os.environ:
+    os.environ["HYPERSWEEP_CACHE_DIR"] = tempfile.mkdtemp(prefix="hypersweep-cache-")
+    atexit.register(shutil.rmtree, os.environ["HYPERSWEEP_CACHE_DIR"], ignore_errors=True)
 CONF = ROOT / "conf"
 # Tiny CPU settings: seconds per job.
 TINY = [
