@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -18,18 +19,24 @@ def save_checkpoint(
     epoch: int,
     metrics: dict[str, float],
 ) -> Path:
-    """Write to a temporary file beside `path`, then rename: a reader never sees a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Written atomically (write_atomically): a reader never sees a torn file."""
     payload = {
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         "config": config,
         "epoch": epoch,
         "metrics": dict(metrics),
     }
+    return write_atomically(path, lambda f: torch.save(payload, f))
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """`write` into a temporary file beside `path`, flushed to disk, then renamed over it: a
+    reader sees the old file or the whole new one, never a torn one; no temporary is left."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -56,6 +63,7 @@ def download_checkpoint(tracking_uri: str, run_id: str, dest: str | os.PathLike)
     return Path(local)
 
 
-def load_run_weights(tracking_uri: str, run_id: str) -> dict[str, torch.Tensor]:
+def load_run_checkpoint(tracking_uri: str, run_id: str) -> dict[str, Any]:
+    """A run's best checkpoint, fetched from MLflow and loaded (nothing left on disk)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return load_checkpoint(download_checkpoint(tracking_uri, run_id, tmp))["state_dict"]
+        return load_checkpoint(download_checkpoint(tracking_uri, run_id, tmp))

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -161,13 +160,11 @@ def _load_cached(key: str) -> Splits:
 
 
 def _store(path: Path, arrays: dict[str, np.ndarray], y_scale: float) -> None:
-    """Write atomically: a reader sees the whole file or none (jobs in parallel may race)."""
+    """Written atomically: jobs in parallel may race, a reader sees a whole file or none."""
+    from hypersweep.checkpoint import write_atomically
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, y_scale=np.float64(y_scale), **arrays)
-        os.replace(tmp, path)
+        write_atomically(path, lambda f: np.savez(f, y_scale=np.float64(y_scale), **arrays))
     except OSError as e:  # a read-only home is no reason to fail the job
         log.warning("dataset cache not written (%s): %s", path, e)
 

@@ -181,10 +181,10 @@ def _warm_start(model: torch.nn.Module, uri: str, run_id: str) -> None:
     """Babysitting: start from another run's best weights (the new settings apply from here)."""
     from mlflow.exceptions import MlflowException
 
-    from hypersweep.checkpoint import load_run_weights
+    from hypersweep.checkpoint import load_run_checkpoint
 
     try:
-        state = load_run_weights(uri, run_id)
+        state = load_run_checkpoint(uri, run_id)["state_dict"]
     except (MlflowException, OSError) as e:
         raise ConfigError(
             f"resume_from={run_id!r}: no checkpoint for that run in {uri}: expected the id of a "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from hypersweep.analysis import varying_params
-from hypersweep.checkpoint import download_checkpoint, load_checkpoint
+from hypersweep.checkpoint import load_run_checkpoint
 from hypersweep.config import monitor_mode
 from hypersweep.data import Splits, load
 from hypersweep.fit import evaluate
@@ -134,10 +133,7 @@ def test_once(client: Any, tracking_uri: str, run: Any) -> tuple[dict[str, float
     done = {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
     if done:
         return done, False
-    with tempfile.TemporaryDirectory() as tmp:
-        model, data = rebuild_model(
-            load_checkpoint(download_checkpoint(tracking_uri, run.info.run_id, tmp))
-        )
+    model, data = rebuild_model(load_run_checkpoint(tracking_uri, run.info.run_id))
     result = evaluate(model, data.x_test, data.y_test, data.task, data.y_scale)
     metrics = {f"test_{k}": float(v) for k, v in result.items()}
     for key, value in metrics.items():
@@ -151,10 +147,7 @@ def register(tracking_uri: str, run: Any, name: str) -> int:
     import mlflow
     from mlflow.models import infer_signature
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model, data = rebuild_model(
-            load_checkpoint(download_checkpoint(tracking_uri, run.info.run_id, tmp))
-        )
+    model, data = rebuild_model(load_run_checkpoint(tracking_uri, run.info.run_id))
     example = data.x_test[:5].numpy().astype(np.float32)
     with torch.no_grad():
         output = model(torch.from_numpy(example)).numpy()
