@@ -19,14 +19,9 @@ def default_tracking_uri() -> str:
     )
 
 
-def _client(uri: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(uri)
-
-
 def best(args: argparse.Namespace) -> int:
     from hypersweep import selection
+    from hypersweep.tracking import _client
 
     client = _client(args.tracking_uri)
     runs = selection.find_runs(client, args.experiment, args.sweep)
@@ -62,6 +57,7 @@ def reproduce(args: argparse.Namespace) -> int:
     from mlflow.artifacts import download_artifacts
 
     from hypersweep.job import main as run_job
+    from hypersweep.tracking import _client
 
     client = _client(args.tracking_uri)
     source = client.get_run(args.run_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +15,7 @@ from hypersweep.checkpoint import load_run_checkpoint
 from hypersweep.config import monitor_mode
 from hypersweep.data import Splits, load
 from hypersweep.fit import evaluate
-from hypersweep.tracking import selection_key
+from hypersweep.tracking import ranked_runs
 
 CHAMPION = "champion"
 
@@ -87,15 +86,9 @@ def rank(runs: list[Any], metric: str | None = None) -> Ranking:
     if metric.startswith("test_"):
         raise SelectionError(f"--metric {metric}: select on validation metrics, never on test")
     mode = monitor_mode(metric.removeprefix("best_"), "auto")
-    scored = [
-        r
-        for r in runs
-        if math.isfinite(r.data.metrics.get(metric, math.nan))
-        and r.data.tags.get("status_reason") != "pruned"
-    ]
+    scored = ranked_runs(runs, metric, mode)
     if not scored:
         raise SelectionError(f"no run has the metric {metric!r}")
-    scored.sort(key=lambda r: selection_key(r.data.metrics, metric, mode))
     return Ranking(metric, mode, scored, varying_params(runs))
 
 

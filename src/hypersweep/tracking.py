@@ -20,6 +20,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -65,16 +66,33 @@ def experiment_id(uri: str, name: str, artifact_root: str | None) -> str:
 
 def close_interrupted_trial_runs(uri: str, study_name: str, trial_number: int) -> None:
     """Mark KILLED the RUNNING runs of a trial whose process died (a killed sweep)."""
+    _close_running(
+        uri, f"tags.study_name = '{study_name}' and tags.trial_number = '{trial_number}'"
+    )
+
+
+def _close_running(
+    uri: str, filter_string: str, keep: Callable[[Any], bool] = lambda run: False
+) -> list[str]:
+    """Set KILLED with status_reason=interrupted the RUNNING runs (of any experiment) that match
+    `filter_string`, except those `keep` spares. Returns the ids closed."""
     client = _client(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
     runs = client.search_runs(
         experiments,
-        filter_string=f"tags.study_name = '{study_name}' and "
-        f"tags.trial_number = '{trial_number}' and attributes.status = 'RUNNING'",
+        filter_string=f"attributes.status = 'RUNNING' and {filter_string}",
+        max_results=5000,
     )
+    closed = []
     for run in runs:
+        if keep(run):
+            continue
         client.set_tag(run.info.run_id, "status_reason", "interrupted")
         client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    return closed
 
 
 HOST_TAG, PID_TAG = "hypersweep.host", "hypersweep.pid"
@@ -111,24 +129,13 @@ def close_orphaned_runs(uri: str) -> list[str]:
     created and that process is gone: a sweep or job killed with SIGKILL, or a machine that
     went down, cannot close its own runs. Runs of live processes and of other machines are left
     alone. Returns the ids closed."""
-    client = _client(uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    if not experiments:
-        return []
     host = socket.gethostname().replace("'", "")
-    runs = client.search_runs(
-        experiments,
-        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
-        max_results=5000,
-    )
-    closed = []
-    for run in runs:
+
+    def owner_lives(run: Any) -> bool:
         pid = run.data.tags.get(PID_TAG, "")
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid), run.info.start_time):
-            continue
-        client.set_tag(run.info.run_id, "status_reason", "interrupted")
-        client.set_terminated(run.info.run_id, "KILLED")
-        closed.append(run.info.run_id)
+        return not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid), run.info.start_time)
+
+    closed = _close_running(uri, f"tags.`{HOST_TAG}` = '{host}'", keep=owner_lives)
     if closed:
         log.warning("Closed %d run(s) left RUNNING by a process that died: KILLED", len(closed))
     return closed
@@ -146,6 +153,17 @@ def selection_key(metrics: dict[str, float], metric: str, mode: str) -> tuple[fl
     the loss of the same predictions tells them apart."""
     value = metrics[metric] if mode == "min" else -metrics[metric]
     return value, metrics.get("best_val_loss", math.inf)
+
+
+def ranked_runs(runs: list[Any], metric: str, mode: str) -> list[Any]:
+    """The runs that have a finite `metric` and were not pruned, best first (selection_key)."""
+    scored = [
+        r
+        for r in runs
+        if math.isfinite(r.data.metrics.get(metric, math.nan))
+        and r.data.tags.get("status_reason") != "pruned"
+    ]
+    return sorted(scored, key=lambda r: selection_key(r.data.metrics, metric, mode))
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, str]:
@@ -322,14 +340,7 @@ def summarize_sweep(uri: str, parent_run_id: str, config: DictConfig) -> None:
         if r.info.status == "FINISHED"
     ]
     client.log_metric(parent_run_id, "jobs", len(children))
-    ranked = sorted(
-        (
-            r
-            for r in children
-            if metric in r.data.metrics and r.data.tags.get("status_reason") != "pruned"
-        ),
-        key=lambda r: selection_key(r.data.metrics, metric, mode),
-    )
+    ranked = ranked_runs(children, metric, mode)
     if ranked:
         best = ranked[0]
         client.log_metric(parent_run_id, metric, best.data.metrics[metric])
