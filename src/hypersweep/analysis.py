@@ -7,6 +7,7 @@ rebuilt in memory from the MLflow child runs: the same plots then serve both.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import warnings
@@ -134,13 +135,15 @@ def write_report(
     written.append(csv_path)
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    single = len(study.directions) == 1
-    plots = {
-        "optimization_history": lambda path: _history_plot(study, complete, path),
-        "intermediate_values": lambda path: _intermediate_plot(study, path),
-    }
-    if single and complete and complete[0].params:
-        plots["parallel_coordinate"] = lambda path: _parallel_plot(complete, path)
+    if len(study.directions) > 1:
+        plots = {"pareto_front": lambda path: _pareto_plot(study, complete, path)}
+    else:
+        plots = {
+            "optimization_history": lambda path: _history_plot(study, complete, path),
+            "intermediate_values": lambda path: _intermediate_plot(study, path),
+        }
+        if complete and complete[0].params:
+            plots["parallel_coordinate"] = lambda path: _parallel_plot(complete, path)
     if importance:
         plots["param_importances"] = lambda path: svg.write(
             path,
@@ -153,8 +156,6 @@ def write_report(
             ],
             height=max(200, 80 + 30 * len(importance)),
         )
-    if not single:
-        plots = {"pareto_front": lambda path: _pareto_plot(study, complete, path)}
     for name, draw in plots.items():
         path = out_dir / f"{name}.svg"
         try:
@@ -168,7 +169,7 @@ def _history_plot(study: optuna.Study, complete: list[Any], path: Path) -> Path:
     numbers = [t.number for t in complete]
     values = [t.value for t in complete]
     better = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-    best = [better(values[: i + 1]) for i in range(len(values))]
+    best = list(itertools.accumulate(values, better))
     panel = svg.Panel(
         title="Optimization history",
         xlabel="trial",

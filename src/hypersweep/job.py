@@ -102,8 +102,9 @@ def run(cfg: DictConfig) -> float:
         tags.update(reporter.tags)
     if cfg.get("resume_from"):
         tags["resumed_from"] = str(cfg.resume_from)
-    if os.environ.get(REPRODUCED_FROM_ENV):
-        tags["reproduced_from"] = os.environ[REPRODUCED_FROM_ENV]
+    reproduced_from = os.environ.get(REPRODUCED_FROM_ENV)
+    if reproduced_from:
+        tags["reproduced_from"] = reproduced_from
     if reporter is not None:
         run_name = f"trial-{reporter.trial.number}"
     else:
@@ -121,8 +122,8 @@ def run(cfg: DictConfig) -> float:
     )
     if reporter is not None:
         params.update(reporter.params())
-    if os.environ.get(REPRODUCED_FROM_ENV):  # a reproduction has no groups: keep the source's
-        params.update(tracking.choice_params(uri, os.environ[REPRODUCED_FROM_ENV]))
+    if reproduced_from:  # a reproduction has no groups: keep the source's
+        params.update(tracking.choice_params(uri, reproduced_from))
     if reporter is not None:
         reporter.attach_tracking(uri)
     with tracking.JobRun(uri, exp_id, run_name, tags, params) as job_run:

@@ -200,7 +200,11 @@ def parallel(
     for i, (col, vals, labels) in enumerate(cols):
         x = left + i * gap
         clo, chi = _range(_finite(vals))
-        scaled.append([top + ah - (v - clo) / (chi - clo) * ah for v in vals])
+
+        def at(v: float, clo: float = clo, chi: float = chi) -> float:
+            return top + ah - (v - clo) / (chi - clo) * ah
+
+        scaled.append([at(v) for v in vals])
         out.append(f'<line x1="{x}" y1="{top}" x2="{x}" y2="{top + ah}" stroke="#444"/>')
         out.append(
             f'<text x="{x}" y="{top - 10 - 13 * (i % 2)}" text-anchor="middle" {FONT}>'
@@ -212,9 +216,9 @@ def parallel(
             else [(t, _fmt(t)) for t in ticks(clo, chi, 5)]
         )
         for v, lab in marks:
-            y = top + ah - (v - clo) / (chi - clo) * ah
             out.append(
-                f'<text x="{x - 4}" y="{y + 4:.2f}" text-anchor="end" {FONT}>{escape(lab)}</text>'
+                f'<text x="{x - 4}" y="{at(v) + 4:.2f}" text-anchor="end" {FONT}>'
+                f"{escape(lab)}</text>"
             )
     shown = [k for k in range(len(values)) if all(math.isfinite(c[k]) for c in scaled)]
     for k in sorted(shown, key=lambda k: values[k]):  # the highest drawn last, on top
