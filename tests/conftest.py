@@ -94,13 +94,32 @@ def train(
     args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:
     """Run `python train.py ARGS` from `cwd` (so outputs and stores land there)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
+        _train_command(args),
         cwd=cwd,
-        env=full_env,
+        env=_train_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`python train.py ARGS` from `cwd`, started in the background (to be killed by the test)."""
+    return subprocess.Popen(
+        _train_command(args),
+        cwd=cwd,
+        env=_train_env(None),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _train_command(args: list[str]) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), *args]
+
+
+def _train_env(env: dict[str, str] | None) -> dict[str, str]:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("MLFLOW_TRACKING_URI", None)  # the store under cwd, not the caller's
+    return full_env

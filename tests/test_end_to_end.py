@@ -6,8 +6,6 @@ import io
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from xml.etree import ElementTree
 
@@ -19,7 +17,7 @@ from mlflow.artifacts import download_artifacts
 from hypersweep.checkpoint import load_checkpoint, save_checkpoint
 from hypersweep.progress import Progress
 
-from conftest import ROOT, train
+from conftest import start_train, train
 
 EPOCH_METRICS = {"train_loss", "val_loss", "val_acc", "lr", "epoch_seconds"}
 SUMMARY_METRICS = {"best_val_loss", "best_val_acc", "best_train_loss", "best_epoch", "epochs_run"}
@@ -245,21 +243,15 @@ def test_runs_of_a_killed_sweep_are_closed_by_the_next_command(tmp_path, store, 
     whose process is gone, and leaves a live process's runs alone."""
     from hypersweep.tracking import _alive, close_orphaned_runs
 
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
+    proc = start_train(
         [
-            sys.executable,
-            str(ROOT / "train.py"),
             "-m",
             "lr=0.01,0.02",
             "trainer.max_epochs=500",
             "trainer.early_stopping.patience=1000",
             "trainer.batch_size=8",
         ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        tmp_path,
     )
     try:
         deadline = time.monotonic() + 120

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +13,7 @@ from optuna.trial import TrialState
 
 from hypersweep.pruning import open_storage
 
-from conftest import ROOT, train
+from conftest import ROOT, start_train, train
 
 pytestmark = pytest.mark.slow
 
@@ -327,15 +324,7 @@ def test_resume_after_a_kill_completes_exactly_n_trials(tmp_path, store, mlflow_
         "trainer.batch_size=8",
         *SPACE,
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_train(args, tmp_path)
     journal = tmp_path / "multirun" / "optuna.journal"
     deadline = time.monotonic() + 240
     try:
