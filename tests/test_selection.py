@@ -183,10 +183,13 @@ def test_rank_breaks_accuracy_ties_on_validation_loss(store, mlflow_client):
 
     exp = mlflow_client.create_experiment("ties")
     made = {}
+    # Two tied pairs created in opposite orders (lower loss last, then first): whatever order
+    # the store returns runs in, only the tie-break puts both pairs right.
     for name, acc, loss in [
-        ("a", 0.98, 0.09),
         ("b", 0.99, 0.12),
         ("c", 0.99, 0.05),
+        ("e", 0.98, 0.02),
+        ("a", 0.98, 0.09),
         ("d", 0.97, 0.01),
     ]:
         run = mlflow_client.create_run(exp, run_name=name)
@@ -197,4 +200,4 @@ def test_rank_breaks_accuracy_ties_on_validation_loss(store, mlflow_client):
         made[run.info.run_id] = name
     ranking = rank(find_runs(mlflow_client, "ties", None))
     assert ranking.metric == "best_val_acc"
-    assert [made[r.info.run_id] for r in ranking.runs] == ["c", "b", "a", "d"]
+    assert [made[r.info.run_id] for r in ranking.runs] == ["c", "b", "e", "a", "d"]
