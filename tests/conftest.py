@@ -104,6 +104,17 @@ def train(
     )
 
 
+def hypersweep(args: list[str], cwd: Path, uri: str) -> subprocess.CompletedProcess:
+    """Run the `hypersweep` CLI against the store at `uri`."""
+    return subprocess.run(
+        [sys.executable, "-m", "hypersweep.cli", "--tracking-uri", uri, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
     """`python train.py ARGS` from `cwd`, started in the background (to be killed by the test)."""
     return subprocess.Popen(

@@ -192,7 +192,7 @@ def test_failing_job_leaves_a_failed_run_not_a_running_one(job_cfg, mlflow_clien
     def explode(*args, **kwargs):
         raise RuntimeError("out of memory (simulated)")
 
-    monkeypatch.setattr(job, "fit", explode)
+    monkeypatch.setattr(job, "fit_members", explode)
     with pytest.raises(RuntimeError):
         job.run(job_cfg())
     (run,) = mlflow_client.search_runs(

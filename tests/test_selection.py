@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
 
-from conftest import train
+from conftest import hypersweep, train
 
 pytestmark = pytest.mark.slow
 
@@ -22,16 +20,6 @@ GRID = [
     "trainer.max_epochs=4",
     "tracking.experiment=grid",
 ]
-
-
-def hypersweep(args: list[str], cwd: Path, uri: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "hypersweep.cli", "--tracking-uri", uri, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def runs_of(client, experiment: str):

@@ -63,6 +63,8 @@ CASES = [
         "0.95",
         "below 0.9",
     ),
+    (["data.cv_folds=1"], "data.cv_folds", "1", "null or an integer >= 2"),
+    (["data.cv_folds=2.5"], "data.cv_folds", "2.5", "null or an integer >= 2"),
     (
         ["data=csv", "data.path=/no/such.csv", "data.target=y"],
         "data.path",

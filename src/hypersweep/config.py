@@ -126,6 +126,7 @@ GROUP_CHECKS: dict[str, dict[str, Check]] = {
         "val_fraction": (lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)"),
         "test_fraction": (lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)"),
         "split_seed": NON_NEG_INT,
+        "cv_folds": (lambda v: v is None or (_int(v) and v >= 2), "null or an integer >= 2"),
         "n_samples": POS_INT,
         "n_features": POS_INT,
         "n_classes": (lambda v: _int(v) and v >= 2, "an integer >= 2"),

@@ -1,5 +1,10 @@
 """Datasets as tensors: load, split once with the split seed, standardize on train only.
 
+With `data.cv_folds=k` the validation split is not used alone: train+val is cut into k folds
+(stratified for classification, by the split seed), each fold's training part standardized on
+its own statistics, and `load` returns the refit split: train = all of train+val (standardized on
+it), no validation rows, and the same test rows as without cross-validation.
+
 A loaded split is cached per process, keyed by the data config, so the jobs of a sweep that run
 in one process load and split a dataset once; and on disk (`$HYPERSWEEP_CACHE_DIR`, default
 `~/.cache/hypersweep/datasets`), so that later commands and other worker processes skip
@@ -120,8 +125,20 @@ LOADERS: dict[str, Callable[[DictConfig], tuple[np.ndarray, np.ndarray]]] = {
 
 
 def load(cfg: DictConfig) -> Splits:
-    """Load and split the dataset a `data` config describes (CPU tensors, cached per process)."""
-    return _load_cached(json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True))
+    """Load and split the dataset a `data` config describes (CPU tensors, cached per process).
+    With cross-validation, this is the refit split (train = train+val, no validation rows)."""
+    return _tensors(cfg, _load_cached(_key(cfg)), "")
+
+
+def load_folds(cfg: DictConfig) -> list[Splits]:
+    """The `data.cv_folds` splits of train+val: fold i validates on the i-th fold and trains on
+    the others. The test rows are the same in every fold, standardized with its statistics."""
+    arrays = _load_cached(_key(cfg))
+    return [_tensors(cfg, arrays, f"fold{i}_") for i in range(cfg.cv_folds)]
+
+
+def _key(cfg: DictConfig) -> str:
+    return json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True)
 
 
 CACHE_FORMAT = 1
@@ -145,31 +162,32 @@ def _disk_key(key: str, cfg: DictConfig) -> str:
 
 
 @lru_cache(maxsize=8)
-def _load_cached(key: str) -> Splits:
+def _load_cached(key: str) -> dict[str, np.ndarray]:
     cfg = OmegaConf.create(json.loads(key))
     label = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(cfg.get("name", "data")))
     path = cache_dir() / f"{label}-{_disk_key(key, cfg)}.npz"
     try:
         with np.load(path) as stored:
-            arrays = {name: stored[name] for name in ARRAYS}
-            y_scale = float(stored["y_scale"])
+            arrays = {name: stored[name] for name in stored.files}
+        if not all(k in arrays for k in (*ARRAYS, "y_scale")):
+            raise KeyError("incomplete")
     except (OSError, KeyError, ValueError):  # not cached yet, or unreadable: build it
-        arrays, y_scale = _split(cfg)
-        _store(path, arrays, y_scale)
-    return _tensors(cfg, arrays, y_scale)
+        arrays = _split(cfg)
+        _store(path, arrays)
+    return arrays
 
 
-def _store(path: Path, arrays: dict[str, np.ndarray], y_scale: float) -> None:
+def _store(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Written atomically: jobs in parallel may race, a reader sees a whole file or none."""
     from hypersweep.checkpoint import write_atomically
 
     try:
-        write_atomically(path, lambda f: np.savez(f, y_scale=np.float64(y_scale), **arrays))
+        write_atomically(path, lambda f: np.savez(f, **arrays))
     except OSError as e:  # a read-only home is no reason to fail the job
         log.warning("dataset cache not written (%s): %s", path, e)
 
 
-def _split(cfg: DictConfig) -> tuple[dict[str, np.ndarray], float]:
+def _split(cfg: DictConfig) -> dict[str, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
     x, y = LOADERS[cfg.source](cfg)
@@ -188,32 +206,80 @@ def _split(cfg: DictConfig) -> tuple[dict[str, np.ndarray], float]:
         random_state=cfg.split_seed,
         stratify=y_rest if classification else None,
     )
+    if not cfg.get("cv_folds"):
+        return _scaled(cfg, "", [(x_tr, y_tr), (x_va, y_va), (x_te, y_te)])
+    # Cross-validation over train+val; the test rows stay those of the plain split.
+    x_pool, y_pool = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
+    empty = (x_pool[:0], y_pool[:0])
+    arrays = _scaled(cfg, "", [(x_pool, y_pool), empty, (x_te, y_te)])
+    for i, (fit_rows, val_rows) in enumerate(_folds(cfg, y_pool, classification)):
+        sets = [(x_pool[fit_rows], y_pool[fit_rows]), (x_pool[val_rows], y_pool[val_rows])]
+        arrays.update(_scaled(cfg, f"fold{i}_", [*sets, (x_te, y_te)]))
+    return arrays
+
+
+def _folds(cfg: DictConfig, y: np.ndarray, classification: bool):
+    from hypersweep.config import ConfigError
+
+    k = cfg.cv_folds
+    if classification:
+        from sklearn.model_selection import StratifiedKFold
+
+        smallest = min(int(c) for c in np.bincount(y) if c) if y.size else 0
+        if k > smallest:
+            raise ConfigError(
+                f"data.cv_folds={k} is not allowed: expected at most {smallest}, the size of "
+                f"the smallest class in train+val of data={cfg.get('name', cfg.source)}"
+            )
+        splitter = StratifiedKFold(k, shuffle=True, random_state=cfg.split_seed)
+    else:
+        from sklearn.model_selection import KFold
+
+        if k > len(y):
+            raise ConfigError(
+                f"data.cv_folds={k} is not allowed: expected at most {len(y)}, the rows of "
+                f"train+val of data={cfg.get('name', cfg.source)}"
+            )
+        splitter = KFold(k, shuffle=True, random_state=cfg.split_seed)
+    return splitter.split(np.zeros((len(y), 1)), y)
+
+
+def _scaled(
+    cfg: DictConfig, prefix: str, sets: list[tuple[np.ndarray, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Train, val and test arrays under `prefix`, inputs (and regression targets) standardized
+    with the statistics of the training set alone."""
+    (x_tr, y_tr) = sets[0]
     if cfg.standardize:
         mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
         std[std == 0] = 1.0  # constant features (digits' border pixels) stay zero
-        x_tr, x_va, x_te = ((a - mean) / std for a in (x_tr, x_va, x_te))
+        sets = [((x - mean) / std, y) for x, y in sets]
     y_scale = 1.0
-    if not classification:
+    if cfg.task != "classification":
         y_mean, y_scale = float(y_tr.mean()), float(y_tr.std() or 1.0)
-        y_tr, y_va, y_te = ((a - y_mean) / y_scale for a in (y_tr, y_va, y_te))
+        sets = [(x, (y - y_mean) / y_scale) for x, y in sets]
+    flat = [a for pair in sets for a in pair]
+    arrays = {prefix + k: np.ascontiguousarray(v) for k, v in zip(ARRAYS, flat, strict=True)}
+    arrays[prefix + "y_scale"] = np.float64(y_scale)
+    return arrays
 
-    arrays = dict(zip(ARRAYS, (x_tr, y_tr, x_va, y_va, x_te, y_te), strict=True))
-    return {k: np.ascontiguousarray(v) for k, v in arrays.items()}, y_scale
 
-
-def _tensors(cfg: DictConfig, arrays: dict[str, np.ndarray], y_scale: float) -> Splits:
+def _tensors(cfg: DictConfig, arrays: dict[str, np.ndarray], prefix: str) -> Splits:
     classification = cfg.task == "classification"
     shape = tuple(cfg.shape) if cfg.get("shape") else (arrays["x_train"].shape[1],)
     labels = np.concatenate([arrays[k] for k in ("y_train", "y_val", "y_test")])
     output_size = int(labels.max()) + 1 if classification else 1
 
     def inputs(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a.astype(np.float32)).reshape(len(a), *shape)
+        return torch.from_numpy(a.astype(np.float32, copy=False)).reshape(len(a), *shape)
 
     return Splits(
-        **{k: inputs(v) if k.startswith("x_") else torch.from_numpy(v) for k, v in arrays.items()},
+        **{
+            k: (inputs if k.startswith("x_") else torch.from_numpy)(arrays[prefix + k])
+            for k in ARRAYS
+        },
         task=cfg.task,
         input_shape=shape,
         output_size=output_size,
-        y_scale=y_scale,
+        y_scale=float(arrays[prefix + "y_scale"]),
     )

@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -19,7 +21,8 @@ from hypersweep import tracking
 from hypersweep.checkpoint import save_checkpoint
 from hypersweep.cli import REPRODUCED_FROM_ENV
 from hypersweep.config import ConfigError, validate
-from hypersweep.fit import EarlyStopping, FitResult, fit
+from hypersweep.data import Splits
+from hypersweep.fit import EarlyStopping, FitResult, Member, fit_members, refit
 from hypersweep.optim import build_optimizer
 from hypersweep.progress import Progress
 from hypersweep.pruning import trial_reporter
@@ -62,15 +65,13 @@ def run(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
 
-    splits = data_module.load(cfg.data).to(device)
-    torch.manual_seed(cfg.trainer.seed)
-    model = instantiate(
-        cfg.model, input_shape=splits.input_shape, output_size=splits.output_size
-    ).to(device)
-    if cfg.get("resume_from"):
-        _warm_start(model, cfg.tracking.uri, str(cfg.resume_from))
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.regularization.l2)
-    scheduler = instantiate(cfg.scheduler)(optimizer)
+    cv_folds = cfg.data.get("cv_folds")
+    if cv_folds:
+        datasets = [fold.to(device) for fold in data_module.load_folds(cfg.data)]
+    else:
+        datasets = [data_module.load(cfg.data).to(device)]
+    warm = _warm_state(cfg.tracking.uri, str(cfg.resume_from)) if cfg.get("resume_from") else None
+    members = [_member(cfg, data, warm) for data in datasets]
     es = cfg.trainer.early_stopping
     stopper = EarlyStopping(es.resolved_mode, es.patience, es.min_delta)
 
@@ -133,27 +134,32 @@ def run(cfg: DictConfig) -> float:
             progress.update(epoch, metrics)
             return reporter.report(epoch, metrics) if reporter is not None else None
 
+        train = {
+            "batch_size": cfg.trainer.batch_size,
+            "l1": cfg.regularization.l1,
+            "seed": cfg.trainer.seed,
+            "precision": cfg.trainer.precision,
+        }
         try:
-            result = fit(
-                model,
-                optimizer,
-                scheduler,
-                splits,
+            result = fit_members(
+                members,
                 max_epochs=cfg.trainer.max_epochs,
-                batch_size=cfg.trainer.batch_size,
                 stopper=stopper,
                 monitor=es.monitor,
-                l1=cfg.regularization.l1,
-                seed=cfg.trainer.seed,
-                precision=cfg.trainer.precision,
                 on_epoch=on_epoch,
+                **train,
             )
         finally:
             progress.close()
-        summary = _summary(result, model)
+        best_state = result.best_state if result.best_metrics else None
+        refit_summary: dict[str, float] = {}
+        if cv_folds and best_state is not None:
+            best_state, refit_summary = _refit(cfg, result, device, warm, job_run, train)
+        summary = {**_summary(result, members[0].model), **refit_summary}
         _log_outcome(
             job_run,
             result,
+            best_state,
             summary,
             resolved,
             overrides,
@@ -166,31 +172,80 @@ def run(cfg: DictConfig) -> float:
 
     objective = result.best_value
     log.info(
-        "%s: %s=%s (best epoch %d of %d, %s) run %s",
+        "%s: %s=%s (best epoch %d of %d, %s%s) run %s",
         run_name,
         es.monitor,
         _fmt(objective),
         result.best_epoch,
         result.epochs_run,
         result.status_reason,
+        f", mean of {cv_folds} folds" if cv_folds else "",
         job_run.run_id,
     )
     return objective
 
 
-def _warm_start(model: torch.nn.Module, uri: str, run_id: str) -> None:
-    """Babysitting: start from another run's best weights (the new settings apply from here)."""
+def _member(cfg: DictConfig, data: Splits, warm: dict | None) -> Member:
+    """A freshly initialized model (the training seed: every fold starts from the same weights,
+    or from the warm-start checkpoint's), with its optimizer and scheduler."""
+    torch.manual_seed(cfg.trainer.seed)
+    model = instantiate(cfg.model, input_shape=data.input_shape, output_size=data.output_size)
+    model = model.to(data.x_train.device)
+    if warm is not None:
+        _warm_start(model, warm, str(cfg.resume_from))
+    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.regularization.l2)
+    return Member(model, optimizer, instantiate(cfg.scheduler)(optimizer), data)
+
+
+def _refit(
+    cfg: DictConfig,
+    result: FitResult,
+    device: torch.device,
+    warm: dict | None,
+    job_run: tracking.JobRun,
+    train: dict,
+) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
+    """After a cross-validation that was not pruned: train a fresh model on all of train+val for
+    the best epoch count, with the learning rates the folds used epoch by epoch. Its weights are
+    the run's checkpoint (None if the refit diverged); returns them and the refit's metrics."""
+    if result.status_reason in ("pruned", "diverged"):
+        return None, {}  # never selected: no refit, no checkpoint
+    member = _member(cfg, data_module.load(cfg.data).to(device), warm)
+    lrs = [h["lr"] for h in result.history[: result.best_epoch]]
+    started = time.perf_counter()
+    losses = refit(member, lrs, on_epoch=lambda e, m: job_run.log_epoch(e, m), **train)
+    seconds = time.perf_counter() - started
+    # The last refit_train_loss is the per-epoch series' own.
+    summary = {"refit_epochs": len(losses), "refit_seconds": seconds, **_fold_spread(result)}
+    if not math.isfinite(losses[-1]):
+        log.warning("refit on train+val diverged at epoch %d: no checkpoint", len(losses))
+        return None, summary
+    return {k: v.detach().clone() for k, v in member.model.state_dict().items()}, summary
+
+
+def _fold_spread(result: FitResult) -> dict[str, float]:
+    """Standard deviation across the folds of each validation metric at the best epoch."""
+    folds = result.member_metrics
+    names = [k for k in folds[0] if k.startswith("val_")] if folds else []
+    return {f"cv_{k}_std": statistics.pstdev(f[k] for f in folds) for k in names}
+
+
+def _warm_state(uri: str, run_id: str) -> dict[str, torch.Tensor]:
+    """Babysitting: the best weights of another run, to start from (new settings apply)."""
     from mlflow.exceptions import MlflowException
 
     from hypersweep.checkpoint import load_run_checkpoint
 
     try:
-        state = load_run_checkpoint(uri, run_id)["state_dict"]
+        return load_run_checkpoint(uri, run_id)["state_dict"]
     except (MlflowException, OSError) as e:
         raise ConfigError(
             f"resume_from={run_id!r}: no checkpoint for that run in {uri}: expected the id of a "
             f"finished run ({str(e).splitlines()[0][:200]})"
         ) from None
+
+
+def _warm_start(model: torch.nn.Module, state: dict, run_id: str) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -232,6 +287,7 @@ def _summary(result: FitResult, model: torch.nn.Module) -> dict[str, float]:
 def _log_outcome(
     job_run: tracking.JobRun,
     result: FitResult,
+    best_state: dict[str, torch.Tensor] | None,
     summary: dict[str, float],
     resolved: dict,
     overrides: list[str],
@@ -248,10 +304,12 @@ def _log_outcome(
     (out_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
     job_run.log_artifact(out_dir / "config.yaml")
     job_run.log_artifact(out_dir / "overrides.yaml")
-    if result.best_metrics:  # a run that diverged in its first epoch has no best weights
+    # None: diverged in its first epoch, or a cross-validation that was pruned or whose refit
+    # diverged.
+    if best_state is not None:
         ckpt = save_checkpoint(
             out_dir / "checkpoints" / "best.pt",
-            result.best_state,
+            best_state,
             resolved,
             result.best_epoch,
             result.best_metrics,

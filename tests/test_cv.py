@@ -1,0 +1,161 @@
+"""Cross-validation (`data.cv_folds=k`): folds of train+val trained in lockstep, scored by their
+mean, then a refit on all of train+val whose weights are the run's checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from hypersweep.checkpoint import load_run_checkpoint
+from hypersweep.data import load, load_folds
+from hypersweep.fit import EarlyStopping, Member, fit, fit_members, refit
+from hypersweep.optim import build_optimizer
+
+from conftest import TINY, compose_cfg, hypersweep, train
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x.reshape(len(x), -1)}
+
+
+def test_folds_partition_train_val_stratified_and_keep_the_plain_test_rows():
+    raw = compose_cfg(["data.standardize=false"]).data
+    plain = load(raw)
+    cv = compose_cfg(["data.standardize=false", "data.cv_folds=3"]).data
+    folds, whole = load_folds(cv), load(cv)
+    pool = torch.cat([plain.x_train, plain.x_val])
+    assert len(folds) == 3
+    # every train+val row is validated in exactly one fold and trains in the two others
+    val_rows = [_rows(f.x_val) for f in folds]
+    assert sum(len(v) for v in val_rows) == len(pool) == len(set().union(*val_rows))
+    assert set().union(*val_rows) == _rows(pool)
+    for f, v in zip(folds, val_rows, strict=True):
+        assert _rows(f.x_train) == _rows(pool) - v
+        assert torch.equal(f.x_test, plain.x_test) and torch.equal(f.y_test, plain.y_test)
+    # stratified: each class is split evenly across the folds' validation rows
+    counts = np.stack([np.bincount(f.y_val.numpy(), minlength=10) for f in folds])
+    assert (counts.max(axis=0) - counts.min(axis=0) <= 1).all()
+    # the refit split trains on all of train+val, validates on nothing, tests the same rows
+    assert _rows(whole.x_train) == _rows(pool) and len(whole.x_val) == 0
+    assert torch.equal(whole.x_test, plain.x_test)
+
+
+def test_each_fold_is_standardized_on_its_own_training_rows():
+    cfg = compose_cfg(["data=wine", "data.cv_folds=4"]).data
+    raw = compose_cfg(["data=wine", "data.cv_folds=4", "data.standardize=false"]).data
+    for fold, unscaled in zip(load_folds(cfg), load_folds(raw), strict=True):
+        assert torch.allclose(fold.x_train.mean(0), torch.zeros(13), atol=1e-4)
+        assert torch.allclose(fold.x_train.std(0, unbiased=False), torch.ones(13), atol=1e-3)
+        # validation rows are scaled with the training rows' statistics, not their own
+        mean, std = unscaled.x_train.mean(0), unscaled.x_train.std(0, unbiased=False)
+        assert torch.allclose(fold.x_val, (unscaled.x_val - mean) / std, atol=1e-4)
+    whole, unscaled = load(cfg), load(raw)
+    mean, std = unscaled.x_train.mean(0), unscaled.x_train.std(0, unbiased=False)
+    assert torch.allclose(whole.x_test, (unscaled.x_test - mean) / std, atol=1e-4)
+
+
+def _member(cfg, data):
+    torch.manual_seed(cfg.trainer.seed)
+    model = instantiate(cfg.model, input_shape=data.input_shape, output_size=data.output_size)
+    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.regularization.l2)
+    return Member(model, optimizer, instantiate(cfg.scheduler)(optimizer), data)
+
+
+def test_lockstep_folds_train_exactly_as_separate_fits_and_report_their_mean():
+    cfg = compose_cfg([*TINY, "data=iris", "data.cv_folds=3", "scheduler=exponential"])
+    options = {"max_epochs": 6, "batch_size": 16, "seed": 0}
+    folds = load_folds(cfg.data)
+    together = fit_members(
+        [_member(cfg, f) for f in folds], stopper=EarlyStopping("min", 100), **options
+    )
+    alone = [
+        fit(*vars(_member(cfg, f)).values(), stopper=EarlyStopping("min", 100), **options)
+        for f in folds
+    ]
+    for epoch in range(6):
+        for key in ("train_loss", "val_loss", "val_acc"):
+            mean = sum(a.history[epoch][key] for a in alone) / 3
+            assert together.history[epoch][key] == pytest.approx(mean, rel=1e-6)
+    assert together.best_value == pytest.approx(min(h["val_loss"] for h in together.history))
+    assert [m["val_loss"] for m in together.member_metrics] == pytest.approx(
+        [a.history[together.best_epoch - 1]["val_loss"] for a in alone]
+    )
+
+
+def test_a_cv_run_logs_the_fold_mean_and_checkpoints_the_refit_on_train_val(job_cfg, mlflow_client):
+    from hypersweep.job import run
+
+    overrides = ["data=iris", "data.cv_folds=3", "scheduler=exponential", "trainer.max_epochs=8"]
+    cfg = job_cfg(*overrides, "trainer.batch_size=16", "trainer.early_stopping.patience=2")
+    objective = run(cfg)
+    (r,) = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
+    m = r.data.metrics
+    best = int(m["best_epoch"])
+    assert objective == pytest.approx(m["best_val_loss"])
+    assert m["refit_epochs"] == best and m["cv_val_loss_std"] >= 0 and "cv_val_acc_std" in m
+    refit_curve = mlflow_client.get_metric_history(r.info.run_id, "refit_train_loss")
+    assert sorted(p.step for p in refit_curve) == list(range(1, best + 1))
+    # the checkpoint is a fresh model trained on all of train+val for the best epoch count,
+    # at the learning rates the folds used (exponential decay), not any fold's weights
+    lrs = [
+        p.value
+        for p in sorted(mlflow_client.get_metric_history(r.info.run_id, "lr"), key=lambda p: p.step)
+    ]
+    again = _member(cfg, load(cfg.data))
+    refit(again, lrs[:best], batch_size=16, seed=0)
+    state = load_run_checkpoint(cfg.tracking.uri, r.info.run_id)["state_dict"]
+    assert all(torch.equal(state[k], v) for k, v in again.model.state_dict().items())
+    assert again.optimizer.param_groups[0]["lr"] == pytest.approx(lrs[best - 1])
+    assert lrs[0] > lrs[-1]
+
+
+def test_a_diverged_cv_run_has_no_refit_and_no_checkpoint(job_cfg, mlflow_client):
+    from hypersweep.job import run
+
+    run(job_cfg("data=iris", "data.cv_folds=3", "optimizer=sgd", "lr=1e6"))
+    (r,) = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
+    assert r.data.tags["status_reason"] == "diverged" and r.info.status == "FINISHED"
+    assert "refit_epochs" not in r.data.metrics
+    assert [a.path for a in mlflow_client.list_artifacts(r.info.run_id, "checkpoints")] == []
+
+
+def test_too_many_folds_for_the_smallest_class_is_one_line_and_no_run(
+    tmp_path, store, mlflow_client
+):
+    result = train(["data=iris", "data.cv_folds=50", "trainer.max_epochs=1"], cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("hypersweep: error: data.cv_folds=50"), lines
+    assert "expected at most 4" in lines[0] and "smallest class" in lines[0]
+    assert (
+        mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
+        == []
+    )
+
+
+@pytest.mark.slow
+def test_a_cv_sweep_selects_and_tests_the_refit_model(tmp_path, store, mlflow_client):
+    from hypersweep.fit import evaluate
+    from hypersweep.selection import rebuild_model
+
+    result = train(
+        ["-m", *TINY, "data=iris", "data.cv_folds=3", "lr=0.01,0.05", "trainer.max_epochs=20"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    best = hypersweep(["best", "--no-register"], tmp_path, store["uri"])
+    assert best.returncode == 0, best.stderr
+    runs = [
+        r
+        for r in mlflow_client.search_runs(
+            [e.experiment_id for e in mlflow_client.search_experiments()]
+        )
+        if "test_acc" in r.data.metrics
+    ]
+    (tested,) = runs
+    model, data = rebuild_model(load_run_checkpoint(store["uri"], tested.info.run_id))
+    assert len(data.x_val) == 0  # the refit split: the test rows scaled with train+val's stats
+    acc = float(evaluate(model, data.x_test, data.y_test, data.task)["acc"])
+    assert tested.data.metrics["test_acc"] == pytest.approx(acc) and acc > 0.8
