@@ -111,14 +111,63 @@ def test_a_cv_run_logs_the_fold_mean_and_checkpoints_the_refit_on_train_val(job_
     assert lrs[0] > lrs[-1]
 
 
-def test_a_diverged_cv_run_has_no_refit_and_no_checkpoint(job_cfg, mlflow_client):
+def test_a_diverged_cv_run_refits_up_to_its_best_epoch_like_a_plain_run_keeps_it(
+    job_cfg, mlflow_client
+):
     from hypersweep.job import run
 
     run(job_cfg("data=iris", "data.cv_folds=3", "optimizer=sgd", "lr=1e6"))
     (r,) = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
     assert r.data.tags["status_reason"] == "diverged" and r.info.status == "FINISHED"
-    assert "refit_epochs" not in r.data.metrics
-    assert [a.path for a in mlflow_client.list_artifacts(r.info.run_id, "checkpoints")] == []
+    assert (
+        r.data.metrics["refit_epochs"]
+        == r.data.metrics["best_epoch"]
+        < r.data.metrics["epochs_run"]
+    )
+    checkpoints = mlflow_client.list_artifacts(r.info.run_id, "checkpoints")
+    assert len(checkpoints) == (r.data.tags["refit"] == "done")
+
+
+def test_a_cv_run_whose_refit_diverges_has_no_checkpoint_and_is_never_selected(
+    job_cfg, mlflow_client, monkeypatch
+):
+    import hypersweep.job as job
+    from hypersweep.selection import rank
+
+    monkeypatch.setattr(job, "refit", lambda *a, **k: [0.5, float("nan")])
+    job.run(job_cfg("data=iris", "data.cv_folds=3"))
+    monkeypatch.undo()
+    job.run(job_cfg("data=iris", "data.cv_folds=3", "lr=0.0001"))  # worse on validation
+    runs = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
+    broken, sound = sorted(runs, key=lambda r: r.data.tags.get("refit") != "diverged")
+    assert broken.data.tags["refit"] == "diverged" and sound.data.tags["refit"] == "done"
+    assert broken.data.metrics["best_val_loss"] < sound.data.metrics["best_val_loss"]
+    assert mlflow_client.list_artifacts(broken.info.run_id, "checkpoints") == []
+    assert [r.info.run_id for r in rank(runs).runs] == [sound.info.run_id]
+
+
+@pytest.mark.slow
+def test_pruned_cv_trials_skip_the_refit_and_the_others_refit(tmp_path, store, mlflow_client):
+    from optuna.trial import TrialState
+    from test_sweeper import PRUNING, child_runs, load
+
+    # test_sweeper's median-pruned random search, on iris (tiny) and cross-validated
+    search = [o for o in PRUNING if not o.startswith("data=")]
+    args = ["-m", "data=iris", "data.cv_folds=3", "model.hidden_units=8", *search]
+    result = train([*args, "hydra.sweeper.study_name=s"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = load(tmp_path)
+    pruned = {t.number for t in study.get_trials(states=(TrialState.PRUNED,))}
+    assert pruned and len(pruned) < 8
+    for r in child_runs(mlflow_client):
+        checkpoints = mlflow_client.list_artifacts(r.info.run_id, "checkpoints")
+        if int(r.data.tags["trial_number"]) in pruned:
+            assert r.data.tags["status_reason"] == "pruned" and "refit" not in r.data.tags
+            assert checkpoints == [] and "refit_epochs" not in r.data.metrics
+        else:
+            assert r.data.tags["refit"] == "done" and len(checkpoints) == 1
+            assert r.data.metrics["refit_epochs"] == r.data.metrics["best_epoch"]
+        assert r.info.status == "FINISHED" and "cv_val_loss_std" in r.data.metrics
 
 
 def test_too_many_folds_for_the_smallest_class_is_one_line_and_no_run(

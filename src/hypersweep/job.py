@@ -152,15 +152,23 @@ def run(cfg: DictConfig) -> float:
         finally:
             progress.close()
         best_state = result.best_state if result.best_metrics else None
-        refit_summary: dict[str, float] = {}
-        if cv_folds and best_state is not None:
-            best_state, refit_summary = _refit(cfg, result, device, warm, job_run, train)
-        summary = {**_summary(result, members[0].model), **refit_summary}
+        summary = _summary(result, members[0].model)
+        status = {"status_reason": result.status_reason}
+        if cv_folds:
+            summary.update(_fold_spread(result))
+            # A pruned trial is never selected: no refit, no checkpoint.
+            if best_state is not None and result.status_reason != "pruned":
+                best_state, refit_summary = _refit(cfg, result, device, warm, job_run, train)
+                summary.update(refit_summary)
+                status["refit"] = "done" if best_state is not None else "diverged"
+            else:
+                best_state = None
         _log_outcome(
             job_run,
             result,
             best_state,
             summary,
+            status,
             resolved,
             overrides,
             out_dir,
@@ -205,18 +213,15 @@ def _refit(
     job_run: tracking.JobRun,
     train: dict,
 ) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
-    """After a cross-validation that was not pruned: train a fresh model on all of train+val for
-    the best epoch count, with the learning rates the folds used epoch by epoch. Its weights are
-    the run's checkpoint (None if the refit diverged); returns them and the refit's metrics."""
-    if result.status_reason in ("pruned", "diverged"):
-        return None, {}  # never selected: no refit, no checkpoint
+    """After a cross-validation: train a fresh model on all of train+val for the best epoch
+    count, with the learning rates the folds used epoch by epoch. Its weights are the run's
+    checkpoint; returns them (None if the refit diverged) and the refit's metrics."""
     member = _member(cfg, data_module.load(cfg.data).to(device), warm)
     lrs = [h["lr"] for h in result.history[: result.best_epoch]]
     started = time.perf_counter()
     losses = refit(member, lrs, on_epoch=lambda e, m: job_run.log_epoch(e, m), **train)
-    seconds = time.perf_counter() - started
     # The last refit_train_loss is the per-epoch series' own.
-    summary = {"refit_epochs": len(losses), "refit_seconds": seconds, **_fold_spread(result)}
+    summary = {"refit_epochs": len(losses), "refit_seconds": time.perf_counter() - started}
     if not math.isfinite(losses[-1]):
         log.warning("refit on train+val diverged at epoch %d: no checkpoint", len(losses))
         return None, summary
@@ -289,6 +294,7 @@ def _log_outcome(
     result: FitResult,
     best_state: dict[str, torch.Tensor] | None,
     summary: dict[str, float],
+    tags: dict[str, str],
     resolved: dict,
     overrides: list[str],
     out_dir: Path,
@@ -297,7 +303,7 @@ def _log_outcome(
 ) -> None:
     from hypersweep.plots import learning_curve
 
-    job_run.log_summary(summary, {"status_reason": result.status_reason})
+    job_run.log_summary(summary, tags)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))

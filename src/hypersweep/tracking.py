@@ -156,12 +156,14 @@ def selection_key(metrics: dict[str, float], metric: str, mode: str) -> tuple[fl
 
 
 def ranked_runs(runs: list[Any], metric: str, mode: str) -> list[Any]:
-    """The runs that have a finite `metric` and were not pruned, best first (selection_key)."""
+    """The runs that have a finite `metric` and a model to select, best first (selection_key):
+    not pruned, and not a cross-validation whose refit on train+val diverged."""
     scored = [
         r
         for r in runs
         if math.isfinite(r.data.metrics.get(metric, math.nan))
         and r.data.tags.get("status_reason") != "pruned"
+        and r.data.tags.get("refit") != "diverged"
     ]
     return sorted(scored, key=lambda r: selection_key(r.data.metrics, metric, mode))
 
