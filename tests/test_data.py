@@ -75,3 +75,19 @@ def test_an_unreadable_entry_is_rebuilt(tmp_path, monkeypatch):
     assert torch.equal(again.x_train, fresh.x_train) and torch.equal(again.y_test, fresh.y_test)
     with np.load(entry) as stored:  # written whole again
         assert stored["x_train"].shape == tuple(fresh.x_train.shape)
+
+
+def test_a_cv_entry_without_its_folds_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYPERSWEEP_CACHE_DIR", str(tmp_path))
+    cfg = OmegaConf.merge(OmegaConf.load(CONF / "data" / "iris.yaml"), {"cv_folds": 3})
+    data._load_cached.cache_clear()
+    fresh = data.load_folds(cfg)
+    (entry,) = tmp_path.glob("iris-*.npz")
+    with np.load(entry) as stored:  # keep the refit split, lose the folds
+        np.savez(entry, **{k: stored[k] for k in stored.files if not k.startswith("fold")})
+    data._load_cached.cache_clear()
+    again = data.load_folds(cfg)
+    assert len(again) == 3
+    assert all(torch.equal(a.x_val, f.x_val) for a, f in zip(again, fresh, strict=True))
+    with np.load(entry) as stored:
+        assert "fold2_x_val" in stored.files

@@ -169,8 +169,9 @@ def _load_cached(key: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as stored:
             arrays = {name: stored[name] for name in stored.files}
-        if not all(k in arrays for k in (*ARRAYS, "y_scale")):
-            raise KeyError("incomplete")
+        prefixes = ["", *(f"fold{i}_" for i in range(cfg.get("cv_folds") or 0))]
+        if not all(p + k in arrays for p in prefixes for k in (*ARRAYS, "y_scale")):
+            raise KeyError("incomplete entry")
     except (OSError, KeyError, ValueError):  # not cached yet, or unreadable: build it
         arrays = _split(cfg)
         _store(path, arrays)
