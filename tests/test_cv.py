@@ -56,6 +56,20 @@ def test_each_fold_is_standardized_on_its_own_training_rows():
     assert torch.allclose(whole.x_test, (unscaled.x_test - mean) / std, atol=1e-4)
 
 
+def test_regression_folds_scale_targets_on_their_own_training_rows():
+    overrides = ["data=synthetic_regression", "data.n_samples=400", "data.cv_folds=4"]
+    folds, whole = load_folds(compose_cfg(overrides).data), load(compose_cfg(overrides).data)
+    raw = load(compose_cfg([*overrides[:2], "data.standardize=false"]).data)
+    assert sum(len(f.y_val) for f in folds) == len(whole.y_train) == 340
+    for f in folds:
+        assert abs(float(f.y_train.mean())) < 1e-4
+        assert float(f.y_train.std(unbiased=False)) == pytest.approx(1.0, abs=1e-4)
+    assert len({f.y_scale for f in folds}) == 4 and whole.y_scale not in {f.y_scale for f in folds}
+    # the refit split's test targets are scaled like its train+val, in the plain split's rows
+    assert len(whole.y_test) == len(raw.y_test) == 60
+    assert np.corrcoef(whole.y_test.numpy(), raw.y_test.numpy())[0, 1] == pytest.approx(1.0)
+
+
 def _member(cfg, data):
     torch.manual_seed(cfg.trainer.seed)
     model = instantiate(cfg.model, input_shape=data.input_shape, output_size=data.output_size)
