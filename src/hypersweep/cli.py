@@ -21,9 +21,9 @@ def default_tracking_uri() -> str:
 
 def best(args: argparse.Namespace) -> int:
     from hypersweep import selection
-    from hypersweep.tracking import _client
+    from hypersweep.tracking import mlflow_client
 
-    client = _client(args.tracking_uri)
+    client = mlflow_client(args.tracking_uri)
     runs = selection.find_runs(client, args.experiment, args.sweep)
     ranking = selection.rank(runs, args.metric)
     print(f"{len(ranking.runs)} runs ranked by {ranking.metric} ({ranking.mode}):")
@@ -57,9 +57,9 @@ def reproduce(args: argparse.Namespace) -> int:
     from mlflow.artifacts import download_artifacts
 
     from hypersweep.job import main as run_job
-    from hypersweep.tracking import _client
+    from hypersweep.tracking import mlflow_client
 
-    client = _client(args.tracking_uri)
+    client = mlflow_client(args.tracking_uri)
     source = client.get_run(args.run_id)
     experiment = client.get_experiment(source.info.experiment_id).name
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,7 +15,7 @@ from hypersweep.checkpoint import load_run_checkpoint
 from hypersweep.config import monitor_mode
 from hypersweep.data import Splits, load
 from hypersweep.fit import evaluate
-from hypersweep.tracking import ranked_runs
+from hypersweep.tracking import mlflow_client, ranked_runs
 
 CHAMPION = "champion"
 
@@ -155,7 +155,7 @@ def register(tracking_uri: str, run: Any, name: str) -> int:
             serialization_format="pickle",
         )
     version = mlflow.register_model(info.model_uri, name)
-    client = mlflow.MlflowClient(tracking_uri)
+    client = mlflow_client(tracking_uri)
     client.set_registered_model_alias(name, CHAMPION, version.version)
     client.set_tag(run.info.run_id, "registered_model", f"{name}/{version.version}")
     return int(version.version)

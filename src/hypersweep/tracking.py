@@ -34,7 +34,8 @@ SWEEP_FILE = "mlflow_sweep.json"  # in the sweep dir: where jobs find the experi
 PARENT_TAG = "mlflow.parentRunId"
 
 
-def _client(uri: str):
+def mlflow_client(uri: str):
+    """An MlflowClient for `uri` (MLflow is imported on first use, off the start-up path)."""
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -45,14 +46,14 @@ def prepare_store(uri: str) -> None:
     if uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///") :])
         path.parent.mkdir(parents=True, exist_ok=True)
-    _client(uri).search_experiments(max_results=1)
+    mlflow_client(uri).search_experiments(max_results=1)
     if uri.startswith("sqlite:///"):
         with sqlite3.connect(path) as con:
             con.execute("PRAGMA journal_mode=WAL")
 
 
 def experiment_id(uri: str, name: str, artifact_root: str | None) -> str:
-    client = _client(uri)
+    client = mlflow_client(uri)
     found = client.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":
@@ -76,7 +77,7 @@ def _close_running(
 ) -> list[str]:
     """Set KILLED with status_reason=interrupted the RUNNING runs (of any experiment) that match
     `filter_string`, except those `keep` spares. Returns the ids closed."""
-    client = _client(uri)
+    client = mlflow_client(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return []
@@ -143,7 +144,7 @@ def close_orphaned_runs(uri: str) -> list[str]:
 
 def choice_params(uri: str, run_id: str) -> dict[str, str]:
     """A run's `choice.<group>` params (which option of each config group it used)."""
-    params = _client(uri).get_run(run_id).data.params
+    params = mlflow_client(uri).get_run(run_id).data.params
     return {k: v for k, v in params.items() if k.startswith("choice.")}
 
 
@@ -248,7 +249,7 @@ class SweepTracking(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(config.hydra.overrides.task)
-        client = _client(uri)
+        client = mlflow_client(uri)
         run = client.create_run(
             exp_id,
             run_name=f"sweep {sweep_dir.name}",
@@ -282,7 +283,7 @@ class SweepTracking(Callback):
         if self._parent:
             uri, run_id = self._parent
             self._parent = None
-            _client(uri).set_terminated(run_id, status)
+            mlflow_client(uri).set_terminated(run_id, status)
 
 
 def _is_hypersweep(config: DictConfig) -> bool:
@@ -330,7 +331,7 @@ def summarize_sweep(uri: str, parent_run_id: str, config: DictConfig) -> None:
     monitor = config.trainer.early_stopping.monitor
     mode = monitor_mode(monitor, config.trainer.early_stopping.mode)
     metric = f"best_{monitor}"
-    client = _client(uri)
+    client = mlflow_client(uri)
     parent = client.get_run(parent_run_id)
     children = [
         r
@@ -392,7 +393,7 @@ class JobRun:
     ) -> None:
         from mlflow.entities import Param
 
-        self.client = _client(uri)
+        self.client = mlflow_client(uri)
         self.run_id = self.client.create_run(
             experiment_id, run_name=run_name, tags={**tags, **process_tags()}
         ).info.run_id
