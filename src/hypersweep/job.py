@@ -225,7 +225,7 @@ def _refit(
     if not math.isfinite(losses[-1]):
         log.warning("refit on train+val diverged at epoch %d: no checkpoint", len(losses))
         return None, summary
-    return {k: v.detach().clone() for k, v in member.model.state_dict().items()}, summary
+    return member.model.state_dict(), summary  # the refit model trains no further
 
 
 def _fold_spread(result: FitResult) -> dict[str, float]:
