@@ -6,10 +6,14 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -115,15 +119,30 @@ def hypersweep(args: list[str], cwd: Path, uri: str) -> subprocess.CompletedProc
     )
 
 
-def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
-    """`python train.py ARGS` from `cwd`, started in the background (to be killed by the test)."""
-    return subprocess.Popen(
+def kill_train_when(
+    args: list[str], cwd: Path, ready: Callable[[], Any], timeout: float, what: str
+) -> tuple[subprocess.Popen, Any]:
+    """Start `python train.py ARGS` from `cwd` in the background, poll `ready()` until it returns
+    something truthy, then SIGKILL the process (no chance to clean up). Returns the process and
+    what `ready()` returned; fails the test with `what` if it never was ready."""
+    proc = subprocess.Popen(
         _train_command(args),
         cwd=cwd,
         env=_train_env(None),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = ready()
+            if state:
+                return proc, state
+            time.sleep(0.3)
+        pytest.fail(f"{what} within {timeout} s")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 def _train_command(args: list[str]) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import socket
 import time
 from xml.etree import ElementTree
@@ -17,7 +16,7 @@ from mlflow.artifacts import download_artifacts
 from hypersweep.checkpoint import load_checkpoint, save_checkpoint
 from hypersweep.progress import Progress
 
-from conftest import start_train, train
+from conftest import kill_train_when, train
 
 EPOCH_METRICS = {"train_loss", "val_loss", "val_acc", "lr", "epoch_seconds"}
 SUMMARY_METRICS = {"best_val_loss", "best_val_acc", "best_train_loss", "best_epoch", "epochs_run"}
@@ -243,31 +242,21 @@ def test_runs_of_a_killed_sweep_are_closed_by_the_next_command(tmp_path, store, 
     whose process is gone, and leaves a live process's runs alone."""
     from hypersweep.tracking import _alive, close_orphaned_runs
 
-    proc = start_train(
-        [
-            "-m",
-            "lr=0.01,0.02",
-            "trainer.max_epochs=500",
-            "trainer.early_stopping.patience=1000",
-            "trainer.batch_size=8",
-        ],
-        tmp_path,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            runs = mlflow_client.search_runs(
-                [e.experiment_id for e in mlflow_client.search_experiments()],
-                filter_string="attributes.status = 'RUNNING'",
-            )
-            if any(r.data.tags.get("sweep") != "true" for r in runs):  # a job is training
-                break
-            time.sleep(0.3)
-        else:
-            pytest.fail("the sweep did not start a job")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    def job_training():
+        runs = mlflow_client.search_runs(
+            [e.experiment_id for e in mlflow_client.search_experiments()],
+            filter_string="attributes.status = 'RUNNING'",
+        )
+        return runs if any(r.data.tags.get("sweep") != "true" for r in runs) else None
+
+    args = [
+        "-m",
+        "lr=0.01,0.02",
+        "trainer.max_epochs=500",
+        "trainer.early_stopping.patience=1000",
+        "trainer.batch_size=8",
+    ]
+    proc, runs = kill_train_when(args, tmp_path, job_training, 120, "the sweep started no job")
     assert {r.data.tags.get("sweep") for r in runs} == {"true", None}  # parent and job RUNNING
     # A run of a live process (this one) is not touched.
     live = mlflow_client.create_run(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import time
 from pathlib import Path
 
 import optuna
@@ -13,7 +11,7 @@ from optuna.trial import TrialState
 
 from hypersweep.pruning import open_storage
 
-from conftest import ROOT, start_train, train
+from conftest import ROOT, kill_train_when, train
 
 pytestmark = pytest.mark.slow
 
@@ -324,24 +322,16 @@ def test_resume_after_a_kill_completes_exactly_n_trials(tmp_path, store, mlflow_
         "trainer.batch_size=8",
         *SPACE,
     ]
-    proc = start_train(args, tmp_path)
     journal = tmp_path / "multirun" / "optuna.journal"
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline:  # wait for 2 finished trials and a 3rd running
-            if journal.exists():
-                trials = load(tmp_path).trials
-                # 2 trials done and a 3rd one training (its MLflow run exists by then).
-                if sum(t.state == TrialState.COMPLETE for t in trials) >= 2 and any(
-                    t.state == TrialState.RUNNING and t.intermediate_values for t in trials
-                ):
-                    break
-            time.sleep(0.5)
-        else:
-            pytest.fail("the sweep did not get going")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+
+    def third_trial_training() -> bool:
+        # 2 trials done and a 3rd one training (its MLflow run exists by then)
+        trials = load(tmp_path).trials if journal.exists() else []
+        return sum(t.state == TrialState.COMPLETE for t in trials) >= 2 and any(
+            t.state == TrialState.RUNNING and t.intermediate_values for t in trials
+        )
+
+    kill_train_when(args, tmp_path, third_trial_training, 240, "the sweep did not get going")
     killed = load(tmp_path)
     done_before = {t.number for t in killed.trials if t.state == TrialState.COMPLETE}
     running = [t.number for t in killed.trials if t.state == TrialState.RUNNING]
