@@ -116,6 +116,7 @@ GROUP_CHECKS: dict[str, dict[str, Check]] = {
         "seed": NON_NEG_INT,
         "device": _one_of(DEVICES),
         "precision": _one_of(PRECISIONS),
+        "stack_folds": BOOL,
         "patience": NON_NEG_INT,
         "min_delta": NON_NEGATIVE,
         "mode": _one_of(("auto", "min", "max")),

@@ -3,7 +3,8 @@
 Per epoch: shuffled index-slice mini-batches, metrics accumulated on the device and synced once,
 validation, scheduler step, early stopping (best weights kept), a report to the caller, which may
 ask to stop (pruning). A non-finite loss stops the run as "diverged". Several models (the folds
-of a cross-validation) train in lockstep and report their mean.
+of a cross-validation) train in lockstep and report their mean; models of one architecture can
+train stacked as one (`StackedMembers`, see `hypersweep.stacking`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 
 from hypersweep.data import Splits
 from hypersweep.optim import decayed_weights, l1_penalty
+from hypersweep.stacking import Stacked
 
 # Called after every epoch with (epoch, metrics); returns a stop reason (e.g. "pruned") or None.
 EpochCallback = Callable[[int, dict[str, float]], "str | None"]
@@ -118,9 +120,24 @@ class Member:
     data: Splits
 
 
+@dataclass
+class StackedMembers:
+    """Several members trained as one `Stacked` model under one optimizer and scheduler (the
+    folds of a cross-validation share hyperparameters): model i trains on `data[i]`. At the end
+    each of `models` (the originals the stack was built from) holds its own best weights."""
+
+    model: Stacked
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler | None
+    data: list[Splits]
+    models: list[nn.Module]
+
+
 class _Epochs:
     """One member's epochs: shuffled index-slice batches, autocast, loss scaling, L1, and its
     validation; every result stays on the device."""
+
+    size = 1  # members trained
 
     def __init__(self, member: Member, batch_size: int, l1: float, seed: int, precision: str):
         self.member, self.l1 = member, l1
@@ -140,9 +157,22 @@ class _Epochs:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def _step(self, loss: torch.Tensor) -> None:
+        """One optimizer step on `loss` (summed over members when stacked) plus the L1 term."""
+        optimizer = self.member.optimizer
+        objective = loss + self.l1 * l1_penalty(self.penalized) if self.penalized else loss
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            objective.backward()
+            optimizer.step()
+        else:
+            self.scaler.scale(objective).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+
     def train(self) -> torch.Tensor:
         """One epoch of training; returns the mean training loss as a device scalar."""
-        model, optimizer, data = self.member.model, self.member.optimizer, self.member.data
+        model, data = self.member.model, self.member.data
         n = self.n
         model.train()
         order = torch.randperm(n, device=self.device, generator=self.shuffle)
@@ -154,15 +184,7 @@ class _Epochs:
             xb, yb = data.x_train[idx], _targets(data.y_train[idx], self.task)
             with self.autocast():
                 loss = self.loss_fn(model(xb).float(), yb)
-            objective = loss + self.l1 * l1_penalty(self.penalized) if self.penalized else loss
-            optimizer.zero_grad(set_to_none=True)
-            if self.scaler is None:
-                objective.backward()
-                optimizer.step()
-            else:
-                self.scaler.scale(objective).backward()
-                self.scaler.step(optimizer)
-                self.scaler.update()
+            self._step(loss)
             loss_sum.add_(loss.detach(), alpha=len(idx))  # one kernel, no host sync
         return loss_sum / n
 
@@ -177,6 +199,132 @@ class _Epochs:
             autocast=self.autocast,
         )
 
+    def epoch(self, score: str) -> torch.Tensor:
+        """Train one epoch and validate: (members, 3) of train loss, val loss and `score`."""
+        train_loss = self.train()
+        val = self.validate()
+        return torch.stack([train_loss, val["loss"], val[score]], dim=-1).reshape(-1, 3)
+
+    def step_scheduler(self, own: list[dict[str, float]], monitor: str) -> None:
+        """A plateau scheduler steps on the monitored value (the mean of the stacked members':
+        they share one learning rate)."""
+        scheduler = self.member.scheduler
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(math.fsum(m[monitor] for m in own) / len(own))
+        elif scheduler is not None:
+            scheduler.step()
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return _state(self.member.model)
+
+    def member_state(self, snapshot: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+        return snapshot
+
+    def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
+        self.member.model.load_state_dict(snapshot)
+
+
+class _StackedEpochs(_Epochs):
+    """The epochs of stacked members: each keeps its own shuffle (seeded as a lone member's
+    would be) and its own validation; one forward, backward and optimizer step serve all.
+
+    Members whose training sets differ in size (folds differ by a row) each train on as many
+    rows per epoch as the smallest has, a fresh random subset every epoch: a batch holds the
+    same number of rows of every member. With equal sizes the batches are exactly the ones each
+    member would see alone."""
+
+    def __init__(
+        self, member: StackedMembers, batch_size: int, l1: float, seed: int, precision: str
+    ):
+        self.member, self.l1 = member, l1
+        first = member.data[0]
+        self.device, self.task = first.x_train.device, first.task
+        self.size = member.model.k
+        self.sizes = [len(d.x_train) for d in member.data]
+        self.n = min(self.sizes)
+        self.batch_size = min(batch_size, self.n)
+        self.penalized = decayed_weights(member.model) if l1 > 0 else []
+        self.shuffles = [torch.Generator(device=self.device).manual_seed(seed) for _ in member.data]
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
+        self.rows = torch.arange(self.size, device=self.device)[:, None]
+        self.x, _ = _padded([d.x_train for d in member.data])
+        self.y, _ = _padded([d.y_train for d in member.data])
+        self.x_val, self.val_mask = _padded([d.x_val for d in member.data])
+        self.y_val, _ = _padded([d.y_val for d in member.data])
+        self.val_rows = self.val_mask.sum(dim=1)
+        self.y_scale = torch.tensor([d.y_scale for d in member.data], device=self.device)
+
+    def train(self) -> torch.Tensor:
+        """One epoch of every member; returns their mean training losses, shape (members,)."""
+        model = self.member.model
+        model.train()
+        orders = torch.stack(
+            [
+                torch.randperm(size, device=self.device, generator=g)[: self.n]
+                for size, g in zip(self.sizes, self.shuffles, strict=True)
+            ]
+        )
+        loss_sum = torch.zeros(self.size, device=self.device)
+        for start in range(0, self.n, self.batch_size):
+            idx = orders[:, start : start + self.batch_size]
+            if idx.shape[1] == 1 and self.n > 1:
+                continue  # as for a lone member: no batch of one row
+            with self.autocast():
+                out = model(self.x[self.rows, idx]).float()
+            losses = _row_losses(out, self.y[self.rows, idx], self.task).mean(dim=1)
+            self._step(losses.sum())  # each member's gradient comes from its own loss
+            loss_sum.add_(losses.detach(), alpha=idx.shape[1])
+        return loss_sum / self.n
+
+    @torch.no_grad()
+    def validate(self, chunk: int = 8192) -> dict[str, torch.Tensor]:
+        model = self.member.model
+        model.eval()
+        loss_sum = torch.zeros(self.size, device=self.device)
+        correct = torch.zeros(self.size, device=self.device)
+        for i in range(0, self.x_val.shape[1], chunk):
+            with self.autocast():
+                out = model(self.x_val[:, i : i + chunk]).float()
+            y, mask = self.y_val[:, i : i + chunk], self.val_mask[:, i : i + chunk]
+            loss_sum += (_row_losses(out, y, self.task) * mask).sum(dim=1)
+            if self.task == "classification":
+                correct += ((out.argmax(dim=-1) == y) & mask).sum(dim=1)
+        loss = loss_sum / self.val_rows
+        if self.task == "classification":
+            return {"loss": loss, "acc": correct / self.val_rows}
+        return {"loss": loss, "rmse": loss.sqrt() * self.y_scale}
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return self.member.model.snapshot()
+
+    def member_state(self, snapshot: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+        return Stacked.member_state(snapshot, i)
+
+    def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
+        for i, model in enumerate(self.member.models):
+            model.load_state_dict(Stacked.member_state(snapshot, i))
+
+
+def _padded(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack tensors of different lengths, zero-padded to the longest; and the mask of real
+    rows."""
+    n = max(len(t) for t in tensors)
+    out = tensors[0].new_zeros((len(tensors), n, *tensors[0].shape[1:]))
+    mask = torch.zeros(len(tensors), n, dtype=torch.bool, device=tensors[0].device)
+    for i, t in enumerate(tensors):
+        out[i, : len(t)] = t
+        mask[i, : len(t)] = True
+    return out, mask
+
+
+def _row_losses(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """Per-row losses of stacked outputs (members, rows, ...) against targets (members, rows)."""
+    if task == "classification":
+        flat = nn.functional.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none")
+        return flat.view(y.shape)
+    return (out.squeeze(-1) - y) ** 2
+
 
 def fit(
     model: nn.Module,
@@ -190,7 +338,7 @@ def fit(
 
 
 def fit_members(
-    members: list[Member],
+    members: list[Member | StackedMembers],
     *,
     max_epochs: int,
     batch_size: int,
@@ -204,41 +352,41 @@ def fit_members(
     """Train the members in lockstep. The metrics of an epoch are the members' means (a
     cross-validation score when the members are folds); early stopping, pruning and divergence
     act on those means, so all members stop at the same epoch and keep that best epoch's weights;
-    each member's scheduler steps on its own monitored value."""
-    epochs = [_Epochs(m, batch_size, l1, seed, precision) for m in members]
-    task = members[0].data.task
+    each member's scheduler steps on its own monitored value (stacked members share one, which
+    steps on their mean)."""
+    trainers = [
+        (_StackedEpochs if isinstance(m, StackedMembers) else _Epochs)(
+            m, batch_size, l1, seed, precision
+        )
+        for m in members
+    ]
+    task = trainers[0].task
     score_name = "val_acc" if task == "classification" else "val_rmse"
     names = ["train_loss", "val_loss", score_name]
     history: list[dict[str, float]] = []
-    best_states = [_state(m.model) for m in members]
+    best = [t.snapshot() for t in trainers]
     best_metrics: dict[str, float] = {}
     member_metrics: list[dict[str, float]] = []
     status = "completed"
 
     for epoch in range(1, max_epochs + 1):  # 1-based: MLflow steps and best_epoch read as epochs
         started = time.perf_counter()
-        rows = []
-        for e in epochs:
-            train_loss = e.train()
-            val = e.validate()
-            rows.append(torch.stack([train_loss, val["loss"], val[score_name[4:]]]))
+        rows = torch.cat([t.epoch(score_name[4:]) for t in trainers])
         # One host sync per epoch for all metrics of all members.
-        each = [dict(zip(names, row, strict=True)) for row in torch.stack(rows).tolist()]
+        each = [dict(zip(names, row, strict=True)) for row in rows.tolist()]
         metrics = {k: math.fsum(m[k] for m in each) / len(each) for k in names}
         metrics["lr"] = members[0].optimizer.param_groups[0]["lr"]
-
-        for member, own in zip(members, each, strict=True):
-            if isinstance(member.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                member.scheduler.step(own[monitor])
-            elif member.scheduler is not None:
-                member.scheduler.step()
+        first = 0
+        for t in trainers:
+            t.step_scheduler(each[first : first + t.size], monitor)
+            first += t.size
         metrics["epoch_seconds"] = time.perf_counter() - started
         history.append(metrics)
 
         if not all(math.isfinite(metrics[k]) for k in names):
             status = "diverged"
         elif stopper.update(metrics[monitor], epoch):
-            best_states = [_state(m.model) for m in members]
+            best = [t.snapshot() for t in trainers]
             best_metrics, member_metrics = dict(metrics), each
         reason = on_epoch(epoch, metrics) if on_epoch else None
         if status == "diverged":
@@ -250,8 +398,8 @@ def fit_members(
             status = "early_stopped"
             break
 
-    for member, state in zip(members, best_states, strict=True):
-        member.model.load_state_dict(state)
+    for trainer, snapshot in zip(trainers, best, strict=True):
+        trainer.restore(snapshot)
     return FitResult(
         best_value=stopper.best,
         best_epoch=stopper.best_epoch,
@@ -259,7 +407,7 @@ def fit_members(
         status_reason=status,
         history=history,
         best_metrics=best_metrics,
-        best_state=best_states[0],
+        best_state=trainers[0].member_state(best[0], 0),
         member_metrics=member_metrics,
     )
 

@@ -22,10 +22,19 @@ from hypersweep.checkpoint import save_checkpoint
 from hypersweep.cli import REPRODUCED_FROM_ENV
 from hypersweep.config import ConfigError, validate
 from hypersweep.data import Splits
-from hypersweep.fit import EarlyStopping, FitResult, Member, fit_members, refit
+from hypersweep.fit import (
+    EarlyStopping,
+    FitResult,
+    Member,
+    Scheduler,
+    StackedMembers,
+    fit_members,
+    refit,
+)
 from hypersweep.optim import build_optimizer
 from hypersweep.progress import Progress
 from hypersweep.pruning import trial_reporter
+from hypersweep.stacking import ELEMENTWISE_OPTIMIZERS, Stacked, stackable
 
 log = logging.getLogger("hypersweep")
 
@@ -71,7 +80,7 @@ def run(cfg: DictConfig) -> float:
     else:
         datasets = [data_module.load(cfg.data).to(device)]
     warm = _warm_state(cfg.tracking.uri, str(cfg.resume_from)) if cfg.get("resume_from") else None
-    members = [_member(cfg, data, warm) for data in datasets]
+    members = _members(cfg, datasets, warm)
     es = cfg.trainer.early_stopping
     stopper = EarlyStopping(es.resolved_mode, es.patience, es.min_delta)
 
@@ -152,9 +161,10 @@ def run(cfg: DictConfig) -> float:
         finally:
             progress.close()
         best_state = result.best_state if result.best_metrics else None
-        summary = _summary(result, members[0].model)
+        summary = _summary(result, _models(members)[0])
         status = {"status_reason": result.status_reason}
         if cv_folds:
+            status["cv_stacked"] = str(isinstance(members[0], StackedMembers)).lower()
             summary.update(_fold_spread(result))
             # A pruned trial is never selected: no refit, no checkpoint.
             if best_state is not None and result.status_reason != "pruned":
@@ -193,16 +203,51 @@ def run(cfg: DictConfig) -> float:
     return objective
 
 
-def _member(cfg: DictConfig, data: Splits, warm: dict | None) -> Member:
+def _model(cfg: DictConfig, data: Splits, warm: dict | None) -> torch.nn.Module:
     """A freshly initialized model (the training seed: every fold starts from the same weights,
-    or from the warm-start checkpoint's), with its optimizer and scheduler."""
+    or from the warm-start checkpoint's)."""
     torch.manual_seed(cfg.trainer.seed)
     model = instantiate(cfg.model, input_shape=data.input_shape, output_size=data.output_size)
     model = model.to(data.x_train.device)
     if warm is not None:
         _warm_start(model, warm, str(cfg.resume_from))
+    return model
+
+
+def _optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Scheduler]:
     optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.regularization.l2)
-    return Member(model, optimizer, instantiate(cfg.scheduler)(optimizer), data)
+    return optimizer, instantiate(cfg.scheduler)(optimizer)
+
+
+def _member(cfg: DictConfig, data: Splits, warm: dict | None) -> Member:
+    """A fresh model with its optimizer and scheduler."""
+    model = _model(cfg, data, warm)
+    return Member(model, *_optimizer(cfg, model), data)
+
+
+def _members(
+    cfg: DictConfig, datasets: list[Splits], warm: dict | None
+) -> list[Member] | list[StackedMembers]:
+    """One member per dataset (fold). With `trainer.stack_folds` the folds train as one stacked
+    model where that is exact (see `hypersweep.stacking`): not for recurrent models, fp16 (one
+    loss scale would couple the folds) or an optimizer that is not elementwise; those train
+    one after another."""
+    models = [_model(cfg, data, warm) for data in datasets]
+    if cfg.trainer.get("stack_folds", True) and cfg.trainer.precision != "fp16":
+        if stackable(models):
+            stacked = Stacked(models)
+            optimizer, scheduler = _optimizer(cfg, stacked)
+            if isinstance(optimizer, ELEMENTWISE_OPTIMIZERS):
+                return [StackedMembers(stacked, optimizer, scheduler, datasets, models)]
+    return [
+        Member(model, *_optimizer(cfg, model), data)
+        for model, data in zip(models, datasets, strict=True)
+    ]
+
+
+def _models(members: list[Member] | list[StackedMembers]) -> list[torch.nn.Module]:
+    """The trained models, one per dataset."""
+    return [m for member in members for m in getattr(member, "models", [member.model])]
 
 
 def _refit(

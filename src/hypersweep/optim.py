@@ -40,7 +40,11 @@ def adamw(
 
 
 def decayed_weights(model: nn.Module) -> list[nn.Parameter]:
-    """Weight matrices and conv kernels: what L1 and L2 penalize."""
+    """Weight matrices and conv kernels: what L1 and L2 penalize. A model that stacks several
+    (`stacking.Stacked`) says which of its parameters those are."""
+    own = getattr(model, "decayed_parameters", None)
+    if own is not None:
+        return own()
     return [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
 
 
