@@ -11,7 +11,7 @@ accuracy against cumulative training epochs and wall time, the test accuracy of 
 best on validation, and the two targets of issue 5. `tpe+hyperband cv3` runs the same search with
 `data.cv_folds=3` (scored by 3-fold cross-validation and refit on train+val, like the peer); its
 validation accuracies are cross-validation means, and its epochs count every fold's and the
-refit's.
+refit's. `... one-by-one` trains the folds one after another (`trainer.stack_folds=false`).
 """
 
 from __future__ import annotations
@@ -77,6 +77,13 @@ def strategies(trials: int, seed: int) -> dict[str, list[str]]:
         # The same search scored by 3-fold cross-validation, each unpruned trial refit on
         # train+val, as the peer does: slower per trial, steadier selection.
         "tpe+hyperband cv3": [*hyperband, "data.cv_folds=3"],
+        # The same, its folds trained one after another instead of stacked (the baseline of
+        # trainer.stack_folds).
+        "tpe+hyperband cv3 one-by-one": [
+            *hyperband,
+            "data.cv_folds=3",
+            "trainer.stack_folds=false",
+        ],
     }
 
 
