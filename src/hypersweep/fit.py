@@ -140,14 +140,27 @@ class _Epochs:
     size = 1  # members trained
 
     def __init__(self, member: Member, batch_size: int, l1: float, seed: int, precision: str):
-        self.member, self.l1 = member, l1
         data = member.data
-        self.device, self.task = data.x_train.device, data.task
-        self.n = len(data.x_train)
-        self.batch_size = min(batch_size, self.n)
+        self._setup(member, data, len(data.x_train), batch_size, l1, precision)
         self.loss_fn = loss_function(self.task)
-        self.penalized = decayed_weights(member.model) if l1 > 0 else []
         self.shuffle = torch.Generator(device=self.device).manual_seed(seed)
+
+    def _setup(
+        self,
+        member: Member | StackedMembers,
+        data: Splits,
+        n: int,
+        batch_size: int,
+        l1: float,
+        precision: str,
+    ) -> None:
+        """What every trainer holds: `n` training rows per epoch in batches, the L1 weights,
+        autocast and loss scaling."""
+        self.member, self.l1 = member, l1
+        self.device, self.task = data.x_train.device, data.task
+        self.n = n
+        self.batch_size = min(batch_size, n)
+        self.penalized = decayed_weights(member.model) if l1 > 0 else []
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         # fp16 needs loss scaling; elsewhere the scaler's bookkeeping is per-step overhead.
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
@@ -236,17 +249,10 @@ class _StackedEpochs(_Epochs):
     def __init__(
         self, member: StackedMembers, batch_size: int, l1: float, seed: int, precision: str
     ):
-        self.member, self.l1 = member, l1
-        first = member.data[0]
-        self.device, self.task = first.x_train.device, first.task
-        self.size = member.model.k
         self.sizes = [len(d.x_train) for d in member.data]
-        self.n = min(self.sizes)
-        self.batch_size = min(batch_size, self.n)
-        self.penalized = decayed_weights(member.model) if l1 > 0 else []
+        self._setup(member, member.data[0], min(self.sizes), batch_size, l1, precision)
+        self.size = member.model.k
         self.shuffles = [torch.Generator(device=self.device).manual_seed(seed) for _ in member.data]
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         self.rows = torch.arange(self.size, device=self.device)[:, None]
         self.x, _ = _padded([d.x_train for d in member.data])
         self.y, _ = _padded([d.y_train for d in member.data])

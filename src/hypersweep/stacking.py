@@ -89,14 +89,14 @@ class Stacked(nn.Module):
 
     def __init__(self, models: list[nn.Module]) -> None:
         super().__init__()
-        params, buffers = stack_module_state(models)
+        params, buffers = stack_module_state(models)  # new tensors: the models stay apart
         self.k = len(models)
         # Module attribute names cannot hold dots; keep the models' own names for the states.
         self._names = {name: name.replace(".", "__") for name in [*params, *buffers]}
         for name, p in params.items():
-            self.register_parameter(self._names[name], nn.Parameter(p.detach().clone()))
+            self.register_parameter(self._names[name], nn.Parameter(p.detach()))
         for name, b in buffers.items():
-            self.register_buffer(self._names[name], b.detach().clone())
+            self.register_buffer(self._names[name], b.detach())
         self._param_names, self._buffer_names = list(params), list(buffers)
         # A weightless copy to call with the stacked tensors (in a tuple: not a submodule).
         self._template = (copy.deepcopy(models[0]).to("meta"),)
