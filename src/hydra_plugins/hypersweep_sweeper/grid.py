@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
 
+from hypersweep.compose_cache import share_parsed_configs
 from hypersweep.search_space import jobs_to_compose
 
 
@@ -30,6 +33,12 @@ ConfigStore.instance().store(
 
 
 class GridSweeper(BasicSweeper):
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        share_parsed_configs(hydra_context.config_loader)
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         loader = self.hydra_context.config_loader
         parser = OverridesParser.create(config_loader=loader)

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from hypersweep.compose_cache import share_parsed_configs
 from hypersweep.pruning import (
     STORAGE_ENV,
     STUDY_ENV,
@@ -144,6 +145,7 @@ class HypersweepSweeper(Sweeper):
     ) -> None:
         self.config = config
         self.hydra_context = hydra_context
+        share_parsed_configs(hydra_context.config_loader)
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
