@@ -222,3 +222,47 @@ def test_a_cv_sweep_selects_and_tests_the_refit_model(tmp_path, store, mlflow_cl
     assert len(data.x_val) == 0  # the refit split: the test rows scaled with train+val's stats
     acc = float(evaluate(model, data.x_test, data.y_test, data.task)["acc"])
     assert tested.data.metrics["test_acc"] == pytest.approx(acc) and acc > 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["best", "all"])
+def test_a_cv_sweep_refits_only_runs_that_no_finished_run_outranks(
+    tmp_path, store, mlflow_client, policy
+):
+    # Hydra's grid runs the jobs in order: a good learning rate, one that cannot catch up, and
+    # the first again (a tie: no run outranks it, so it refits too).
+    result = train(
+        [
+            "-m",
+            *TINY,
+            "data=iris",
+            "data.cv_folds=3",
+            "trainer.max_epochs=15",
+            f"trainer.refit={policy}",
+            "lr=0.05,0.00001,0.05",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    from test_sweeper import child_runs
+
+    good, bad, again = sorted(child_runs(mlflow_client), key=lambda r: int(r.data.tags["job_num"]))
+    assert good.data.metrics["best_val_loss"] < bad.data.metrics["best_val_loss"]
+    assert again.data.metrics["best_val_loss"] == good.data.metrics["best_val_loss"]
+    for r in (good, again):
+        assert r.data.tags["refit"] == "done"
+        assert len(mlflow_client.list_artifacts(r.info.run_id, "checkpoints")) == 1
+    if policy == "best":
+        assert bad.data.tags["refit"] == "skipped"
+        assert bad.data.tags["refit_outranked_by"] == good.info.run_id
+        assert mlflow_client.list_artifacts(bad.info.run_id, "checkpoints") == []
+        assert "refit_epochs" not in bad.data.metrics and bad.info.status == "FINISHED"
+        assert (result.stdout + result.stderr).count("outranked: no refit") == 1
+    else:
+        assert bad.data.tags["refit"] == "done" and "refit_outranked_by" not in bad.data.tags
+        assert "outranked" not in result.stdout + result.stderr
+    # Selection sees only the runs with a model; the winner is one of the tie.
+    best = hypersweep(["best", "--no-register"], tmp_path, store["uri"])
+    assert best.returncode == 0, best.stderr
+    assert any(f"best run {r.info.run_id}" in best.stdout for r in (good, again)), best.stdout
+    assert ("2 runs ranked" if policy == "best" else "3 runs ranked") in best.stdout

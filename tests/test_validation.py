@@ -50,6 +50,7 @@ CASES = [
     (["trainer.device=tpu"], "trainer.device", "tpu", "auto, cpu, cuda, mps"),
     (["trainer.precision=fp8"], "trainer.precision", "fp8", "fp32, bf16, fp16"),
     (["trainer.stack_folds=maybe"], "trainer.stack_folds", "maybe", "true or false"),
+    (["trainer.refit=some"], "trainer.refit", "some", "one of best, all"),
     (["regularization=batchnorm", "trainer.batch_size=1"], "trainer.batch_size", "1", "2 or more"),
     (["scheduler=exponential", "scheduler.gamma=1.5"], "scheduler.gamma", "1.5", "(0, 1]"),
     (

@@ -117,6 +117,7 @@ GROUP_CHECKS: dict[str, dict[str, Check]] = {
         "device": _one_of(DEVICES),
         "precision": _one_of(PRECISIONS),
         "stack_folds": BOOL,
+        "refit": _one_of(("best", "all")),
         "patience": NON_NEG_INT,
         "min_delta": NON_NEGATIVE,
         "mode": _one_of(("auto", "min", "max")),

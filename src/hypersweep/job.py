@@ -166,13 +166,17 @@ def run(cfg: DictConfig) -> float:
         if cv_folds:
             status["cv_stacked"] = str(isinstance(members[0], StackedMembers)).lower()
             summary.update(_fold_spread(result))
-            # A pruned trial is never selected: no refit, no checkpoint.
-            if best_state is not None and result.status_reason != "pruned":
+            # A pruned trial is never selected: no refit, no checkpoint; nor, under
+            # trainer.refit=best, one that a finished run of its sweep already outranks.
+            if best_state is None or result.status_reason == "pruned":
+                best_state = None
+            elif (rival := _outranked_by(cfg, sweep, summary)) is not None:
+                best_state = None
+                status.update({"refit": "skipped", "refit_outranked_by": rival})
+            else:
                 best_state, refit_summary = _refit(cfg, result, device, warm, job_run, train)
                 summary.update(refit_summary)
                 status["refit"] = "done" if best_state is not None else "diverged"
-            else:
-                best_state = None
         _log_outcome(
             job_run,
             result,
@@ -190,7 +194,7 @@ def run(cfg: DictConfig) -> float:
 
     objective = result.best_value
     log.info(
-        "%s: %s=%s (best epoch %d of %d, %s%s) run %s",
+        "%s: %s=%s (best epoch %d of %d, %s%s%s) run %s",
         run_name,
         es.monitor,
         _fmt(objective),
@@ -198,6 +202,7 @@ def run(cfg: DictConfig) -> float:
         result.epochs_run,
         result.status_reason,
         f", mean of {cv_folds} folds" if cv_folds else "",
+        ", outranked: no refit" if status.get("refit") == "skipped" else "",
         job_run.run_id,
     )
     return objective
@@ -271,6 +276,25 @@ def _refit(
         log.warning("refit on train+val diverged at epoch %d: no checkpoint", len(losses))
         return None, summary
     return member.model.state_dict(), summary  # the refit model trains no further
+
+
+def _outranked_by(
+    cfg: DictConfig, sweep: dict[str, str] | None, summary: dict[str, float]
+) -> str | None:
+    """Under `trainer.refit=best`, in a sweep: the id of a finished run of the sweep, with a
+    model, that ranks above this cross-validation as `hypersweep best` ranks. This run can then
+    never be the one selected, and its refit would be wasted. None: refit."""
+    if cfg.trainer.get("refit", "best") != "best" or sweep is None:
+        return None
+    es = cfg.trainer.early_stopping
+    return tracking.outranking_run(
+        cfg.tracking.uri,
+        sweep["experiment_id"],
+        sweep["parent_run_id"],
+        summary,
+        f"best_{es.monitor}",
+        es.resolved_mode,
+    )
 
 
 def _fold_spread(result: FitResult) -> dict[str, float]:

@@ -158,15 +158,38 @@ def selection_key(metrics: dict[str, float], metric: str, mode: str) -> tuple[fl
 
 def ranked_runs(runs: list[Any], metric: str, mode: str) -> list[Any]:
     """The runs that have a finite `metric` and a model to select, best first (selection_key):
-    not pruned, and not a cross-validation whose refit on train+val diverged."""
+    not pruned, and not a cross-validation whose refit on train+val diverged or was skipped."""
     scored = [
         r
         for r in runs
         if math.isfinite(r.data.metrics.get(metric, math.nan))
         and r.data.tags.get("status_reason") != "pruned"
-        and r.data.tags.get("refit") != "diverged"
+        and r.data.tags.get("refit") not in ("diverged", "skipped")
     ]
     return sorted(scored, key=lambda r: selection_key(r.data.metrics, metric, mode))
+
+
+def outranking_run(
+    uri: str,
+    experiment_id: str,
+    parent_run_id: str,
+    metrics: dict[str, float],
+    metric: str,
+    mode: str,
+) -> str | None:
+    """The id of a finished run of the sweep `parent_run_id` that has a model and ranks strictly
+    above `metrics` as `hypersweep best` ranks (selection_key), or None. Runs still running do
+    not count: two jobs finishing together both stay candidates."""
+    client = mlflow_client(uri)
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=50000
+    )
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    ranked = ranked_runs(finished, metric, mode)
+    mine = selection_key(metrics, metric, mode)
+    if ranked and selection_key(ranked[0].data.metrics, metric, mode) < mine:
+        return ranked[0].info.run_id
+    return None
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, str]:
