@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from hypersweep.pruning import open_storage
 
-from conftest import ROOT, kill_train_when, train
+from conftest import ROOT, hypersweep, kill_train_when, train
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +41,11 @@ def load(tmp_path: Path, name: str = "s") -> optuna.Study:
 def child_runs(client):
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     return [r for r in runs if r.data.tags.get("sweep") != "true"]
+
+
+def by_number(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    (trial,) = [t for t in study.trials if t.number == number]
+    return trial
 
 
 def results_file(tmp_path: Path) -> dict:
@@ -87,7 +92,7 @@ def test_each_sampler_runs_a_sweep(sampler, tmp_path, store, mlflow_client):
         }
     best = results_file(tmp_path)
     assert best["best_value"] == min(t.value for t in trials)
-    assert best["best_params"] == study.best_params
+    assert best["best_params"] == by_number(study, best["best_trial"]).params
 
 
 def test_one_minus_log_momentum_is_visible_in_the_job_params(tmp_path, store, mlflow_client):
@@ -368,3 +373,32 @@ def test_an_sqlalchemy_url_storage_serves_jobs_in_other_processes(tmp_path, stor
     assert len(study.trials) == 8
     assert study.get_trials(states=(TrialState.PRUNED,)), "no trial pruned through RDB storage"
     assert not (tmp_path / "multirun" / "optuna.journal").exists()
+
+
+def test_the_reported_best_trial_is_the_run_hypersweep_best_selects(tmp_path, store, mlflow_client):
+    # Five initializations of one config: iris's 30 validation rows give most of them one
+    # accuracy, so the best trial is a tie that the validation loss breaks; the grid's seed fixes
+    # an order in which the first of the tie is not the one with the lowest loss.
+    sweep(
+        tmp_path,
+        "data=iris",
+        "trainer.max_epochs=20",
+        "lr=0.1",
+        "trainer.early_stopping.monitor=val_acc",
+        "hydra/sweeper=hypersweep",
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.direction=maximize",
+        "trainer.seed=choice(0, 1, 2, 3, 4)",
+        "hydra.sweeper.n_trials=5",
+        "hydra.sweeper.sampler.seed=1",
+        "hydra.sweeper.study_name=s",
+    )
+    study = load(tmp_path)
+    tied = [t.number for t in study.trials if t.value == study.best_value]
+    reported = results_file(tmp_path)["best_trial"]
+    assert len(tied) >= 2 and reported != min(tied)  # Optuna's own pick: the first of the tie
+    selected = hypersweep(["best", "--no-register"], tmp_path, store["uri"])
+    assert selected.returncode == 0, selected.stderr
+    runs = child_runs(mlflow_client)
+    (run,) = [r for r in runs if f"best run {r.info.run_id}" in selected.stdout]
+    assert int(run.data.tags["trial_number"]) == reported

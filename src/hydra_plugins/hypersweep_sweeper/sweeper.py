@@ -416,7 +416,7 @@ class HypersweepSweeper(Sweeper):
         if counts["COMPLETE"] == 0:
             log.warning("No trial completed; no best trial to report")
         elif len(self.directions) == 1:
-            best = study.best_trial
+            best = best_trial(study)
             results.update(
                 best_params=dict(best.params),
                 best_value=best.value,
@@ -438,6 +438,24 @@ class HypersweepSweeper(Sweeper):
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
         return results
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The study's best trial, a tie broken as `hypersweep best` breaks it: by the lower
+    validation loss the job left on the trial (accuracy on a few hundred rows moves in steps of
+    one row, so ties are common), then the earlier trial. Optuna's own `best_trial` takes the
+    first of a tie, which need not be the run that `hypersweep best` selects."""
+    value = study.best_trial.value
+    tied = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value == value
+    ]
+
+    def loss(t: optuna.trial.FrozenTrial) -> float:
+        return t.user_attrs.get("summary", {}).get("best_val_loss", math.inf)
+
+    return min(tied, key=lambda t: (loss(t), t.number))
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> None:
