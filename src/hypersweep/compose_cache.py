@@ -2,9 +2,10 @@
 
 Hydra composes every job's config from scratch (`load_sweep_config`): it wraps the config
 loader's repository in a fresh `CachingConfigRepository` (a deep copy of it) per composition, so
-each job re-reads and re-parses every YAML file of its defaults list — ~40% of composing a job
-(benchmarks/sweep_overhead.py). `share_parsed_configs` puts a repository in between whose deep
-copy is itself: each composition's cache then asks it, and each file is parsed once per sweep.
+each job re-reads and re-parses every YAML file of its defaults list. `share_parsed_configs`
+puts a repository in between whose deep copy is itself: each composition's cache then asks it,
+and each file is parsed once per sweep (composing a job: 195 -> 145 ms,
+benchmarks/compose_cache.py).
 
 It also makes a sweep consistent: every job composes from the files as they were when they were
 first read, not as they are when the job starts (an edit during a long sweep used to reach the
