@@ -189,3 +189,42 @@ def test_rank_breaks_accuracy_ties_on_validation_loss(store, mlflow_client):
     ranking = rank(find_runs(mlflow_client, "ties", None))
     assert ranking.metric == "best_val_acc"
     assert [made[r.info.run_id] for r in ranking.runs] == ["c", "b", "e", "a", "d"]
+
+
+@pytest.mark.parametrize("monitor", ["val_acc", "val_loss"])
+def test_a_run_is_outranked_only_by_a_finished_run_with_a_model_that_ranks_above_it(
+    store, mlflow_client, monitor
+):
+    from hypersweep.tracking import PARENT_TAG, outranking_run
+
+    metric, mode = f"best_{monitor}", "max" if monitor == "val_acc" else "min"
+    exp = mlflow_client.create_experiment("sweep")
+    parent = mlflow_client.create_run(exp, tags={"sweep": "true"}).info.run_id
+    other_sweep = mlflow_client.create_run(exp, tags={"sweep": "true"}).info.run_id
+
+    def child(acc, loss, tags=None, status="FINISHED", sweep=parent):
+        run = mlflow_client.create_run(exp, tags={PARENT_TAG: sweep, **(tags or {})}).info.run_id
+        mlflow_client.log_metric(run, "best_val_acc", acc)
+        mlflow_client.log_metric(run, "best_val_loss", loss)
+        if status:
+            mlflow_client.set_terminated(run, status)
+        return run
+
+    def outranked_by(acc, loss):
+        mine = {"best_val_acc": acc, "best_val_loss": loss}
+        return outranking_run(store["uri"], exp, parent, mine, metric, mode)
+
+    # Better than anything below, but without a model or not finished, or of another sweep.
+    child(0.99, 0.01, {"status_reason": "pruned"})
+    child(0.99, 0.01, {"refit": "skipped"})
+    child(0.99, 0.01, {"refit": "diverged"})
+    child(0.99, 0.01, status=None)
+    child(0.99, 0.01, status="FAILED")
+    child(0.99, 0.01, sweep=other_sweep)
+    assert outranked_by(0.5, 0.9) is None
+    good = child(0.9, 0.3, {"refit": "done"})
+    assert outranked_by(0.9, 0.3) is None  # an exact tie refits
+    assert outranked_by(0.9, 0.2) is None  # ranks above: lower loss
+    assert outranked_by(0.9, 0.4) == good  # the same metric, a higher loss: below
+    assert outranked_by(0.8, 0.1 if monitor == "val_acc" else 0.5) == good
+    assert outranked_by(0.95, 0.35 if monitor == "val_acc" else 0.2) is None

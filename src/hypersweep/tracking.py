@@ -179,10 +179,15 @@ def outranking_run(
 ) -> str | None:
     """The id of a finished run of the sweep `parent_run_id` that has a model and ranks strictly
     above `metrics` as `hypersweep best` ranks (selection_key), or None. Runs still running do
-    not count: two jobs finishing together both stay candidates."""
+    not count: two jobs finishing together both stay candidates. Only runs at least as good on
+    `metric` are fetched (the store filters them: fetching a 100-run sweep took ~0.4 s)."""
     client = mlflow_client(uri)
+    at_least = ">=" if mode == "max" else "<="
     runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=50000
+        [experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' "
+        f"and metrics.`{metric}` {at_least} {float(metrics[metric])!r}",
+        max_results=50000,
     )
     finished = [r for r in runs if r.info.status == "FINISHED"]
     ranked = ranked_runs(finished, metric, mode)
