@@ -153,7 +153,12 @@ def selection_key(metrics: dict[str, float], metric: str, mode: str) -> tuple[fl
     on a validation split of a few hundred rows moves in steps of one row, so ties are common;
     the loss of the same predictions tells them apart."""
     value = metrics[metric] if mode == "min" else -metrics[metric]
-    return value, metrics.get("best_val_loss", math.inf)
+    return value, tie_break(metrics)
+
+
+def tie_break(metrics: dict[str, float]) -> float:
+    """What decides between runs tied on the selection metric: the lower validation loss."""
+    return metrics.get("best_val_loss", math.inf)
 
 
 def ranked_runs(runs: list[Any], metric: str, mode: str) -> list[Any]:
@@ -169,6 +174,16 @@ def ranked_runs(runs: list[Any], metric: str, mode: str) -> list[Any]:
     return sorted(scored, key=lambda r: selection_key(r.data.metrics, metric, mode))
 
 
+def finished_children(
+    client: Any, experiment_id: str, parent_run_id: str, where: str = ""
+) -> list[Any]:
+    """The finished job runs of the sweep `parent_run_id`, narrowed by the MLflow filter
+    `where` if given."""
+    filter_string = f"tags.`{PARENT_TAG}` = '{parent_run_id}'" + (f" and {where}" if where else "")
+    runs = client.search_runs([experiment_id], filter_string=filter_string, max_results=50000)
+    return [r for r in runs if r.info.status == "FINISHED"]
+
+
 def outranking_run(
     uri: str,
     experiment_id: str,
@@ -181,15 +196,13 @@ def outranking_run(
     above `metrics` as `hypersweep best` ranks (selection_key), or None. Runs still running do
     not count: two jobs finishing together both stay candidates. Only runs at least as good on
     `metric` are fetched (the store filters them: fetching a 100-run sweep took ~0.4 s)."""
-    client = mlflow_client(uri)
     at_least = ">=" if mode == "max" else "<="
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' "
-        f"and metrics.`{metric}` {at_least} {float(metrics[metric])!r}",
-        max_results=50000,
+    finished = finished_children(
+        mlflow_client(uri),
+        experiment_id,
+        parent_run_id,
+        f"metrics.`{metric}` {at_least} {float(metrics[metric])!r}",
     )
-    finished = [r for r in runs if r.info.status == "FINISHED"]
     ranked = ranked_runs(finished, metric, mode)
     mine = selection_key(metrics, metric, mode)
     if ranked and selection_key(ranked[0].data.metrics, metric, mode) < mine:
@@ -361,15 +374,7 @@ def summarize_sweep(uri: str, parent_run_id: str, config: DictConfig) -> None:
     metric = f"best_{monitor}"
     client = mlflow_client(uri)
     parent = client.get_run(parent_run_id)
-    children = [
-        r
-        for r in client.search_runs(
-            [parent.info.experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-            max_results=5000,
-        )
-        if r.info.status == "FINISHED"
-    ]
+    children = finished_children(client, parent.info.experiment_id, parent_run_id)
     client.log_metric(parent_run_id, "jobs", len(children))
     ranked = ranked_runs(children, metric, mode)
     if ranked:

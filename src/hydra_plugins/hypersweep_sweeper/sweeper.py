@@ -41,6 +41,7 @@ from hypersweep.search_space import (
     grid_values,
     parse,
 )
+from hypersweep.tracking import tie_break
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -451,11 +452,7 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if t.value == value
     ]
-
-    def loss(t: optuna.trial.FrozenTrial) -> float:
-        return t.user_attrs.get("summary", {}).get("best_val_loss", math.inf)
-
-    return min(tied, key=lambda t: (loss(t), t.number))
+    return min(tied, key=lambda t: (tie_break(t.user_attrs.get("summary", {})), t.number))
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> None:
