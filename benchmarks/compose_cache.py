@@ -1,6 +1,7 @@
-"""Composing one job's config as Hydra's launcher does (`load_sweep_config`), with Hydra's
-per-composition parse of every config file (baseline) and with the sweepers' shared parse
-(hypersweep.compose_cache), side by side in one process, rounds interleaved.
+"""Composing one job's config as Hydra's launcher does (`load_sweep_config`): as Hydra does it
+(baseline: every file parsed, the defaults list built and the files merged per job) and with the
+sweepers' cache of parsed files, defaults lists and merges (hypersweep.compose_cache), side by
+side in one process, rounds interleaved.
 
     python benchmarks/compose_cache.py --jobs 40 --repeats 5
 """
@@ -56,10 +57,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     seconds_per_job(True, 2)  # warm imports
-    times: dict[str, list[float]] = {"hydra": [], "shared parse": []}
+    times: dict[str, list[float]] = {"hydra": [], "sweep cache": []}
     for _ in range(args.repeats):
         times["hydra"].append(seconds_per_job(False, args.jobs))
-        times["shared parse"].append(seconds_per_job(True, args.jobs))
+        times["sweep cache"].append(seconds_per_job(True, args.jobs))
     base = statistics.median(times["hydra"])
     print(f"# {args.jobs} job configs composed per round, {args.repeats} rounds, medians")
     for name, values in times.items():

@@ -22,7 +22,18 @@ JOBS = [
     ["optimizer=sgd", "lr=0.1", "model=cnn", "regularization=all"],
     ["scheduler=plateau", "+extra.key=1", "trainer.batch_size=32", "data.cv_folds=3"],
     ["lr=0.01", "model.hidden_units=32"],  # a repeat: everything from the cache
+    # The structures above again with other values: the defaults list and the merge are kept,
+    # the values are this job's.
+    ["lr=0.2", "model.hidden_units=64", "trainer.early_stopping={patience: 2}"],
+    ["optimizer=sgd", "lr=0.3", "model=cnn", "regularization=all", "model.channels=[4, 8]"],
+    ["scheduler=plateau", "+extra.key=2", "trainer.batch_size=64", "~data.standardize"],
+    ["scheduler=plateau", "++extra.key=3", "hydra.job.chdir=true", "trainer.max_epochs=7"],
+    # Choosing configs in other ways: each its own defaults list.
+    ["hydra/sweeper/sampler=random", "lr=0.5"],
+    ["~scheduler", "lr=0.6"],
+    ["lr=0.7", "model.hidden_units=16"],
 ]
+STRUCTURES = 5  # distinct sets of config-choosing overrides in JOBS
 
 
 def loader_and_master(conf, shared: bool):
@@ -58,6 +69,8 @@ def test_jobs_compose_as_hydra_composes_them_and_parse_each_file_once():
     assert parses, "the shared repository was not used"
     assert len(parses) == len(set(parses)), "a config file was parsed twice"
     assert isinstance(shared.repository, SharedParsedConfigs)
+    assert len(shared.repository.defaults_lists) == STRUCTURES
+    assert len(shared.repository.merged) == STRUCTURES
     share_parsed_configs(shared)  # idempotent: no second layer
     assert not isinstance(shared.repository.delegate, SharedParsedConfigs)
 
