@@ -165,9 +165,11 @@ def test_pruned_cv_trials_skip_the_refit_and_the_others_refit(tmp_path, store, m
     from optuna.trial import TrialState
     from test_sweeper import PRUNING, child_runs, load
 
-    # test_sweeper's median-pruned random search, on iris (tiny) and cross-validated
+    # test_sweeper's median-pruned random search, on iris (tiny) and cross-validated; every
+    # unpruned trial refits (refit=all: which of them refit=best skips is tested below)
     search = [o for o in PRUNING if not o.startswith("data=")]
-    args = ["-m", "data=iris", "data.cv_folds=3", "model.hidden_units=8", *search]
+    args = ["-m", "data=iris", "data.cv_folds=3", "model.hidden_units=8", "trainer.refit=all"]
+    args += search
     result = train([*args, "hydra.sweeper.study_name=s"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     study = load(tmp_path)
