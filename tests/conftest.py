@@ -120,17 +120,28 @@ def hypersweep(args: list[str], cwd: Path, uri: str) -> subprocess.CompletedProc
 
 
 def kill_train_when(
-    args: list[str], cwd: Path, ready: Callable[[], Any], timeout: float, what: str
+    args: list[str],
+    cwd: Path,
+    ready: Callable[[], Any],
+    timeout: float,
+    what: str,
+    sig: signal.Signals = signal.SIGKILL,
 ) -> tuple[subprocess.Popen, Any]:
     """Start `python train.py ARGS` from `cwd` in the background, poll `ready()` until it returns
-    something truthy, then SIGKILL the process (no chance to clean up). Returns the process and
-    what `ready()` returned; fails the test with `what` if it never was ready."""
+    something truthy, then send `sig`: SIGKILL to the process (no chance to clean up), any
+    other signal to its whole process group, as a terminal sends Ctrl-C (SIGINT) to a command
+    and the processes it started. Returns the process, exited, and what `ready()` returned;
+    fails the test with `what` if it never was ready."""
+    group = sig != signal.SIGKILL
     proc = subprocess.Popen(
         _train_command(args),
         cwd=cwd,
         env=_train_env(None),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=group,
+        # A background process starts with SIGINT ignored: give it a terminal's default.
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if group else None,
     )
     try:
         deadline = time.monotonic() + timeout
@@ -141,8 +152,16 @@ def kill_train_when(
             time.sleep(0.3)
         pytest.fail(f"{what} within {timeout} s")
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail(f"train.py did not exit within 60 s of {sig.name}")
 
 
 def _train_command(args: list[str]) -> list[str]:

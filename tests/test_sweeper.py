@@ -147,18 +147,19 @@ def test_pruning_stops_bad_trials_early(tmp_path, store, mlflow_client):
     assert len(study.trials) == 8
 
 
-def test_pruning_works_with_jobs_in_other_processes(tmp_path, store, mlflow_client):
+@pytest.mark.parametrize("launcher", ["joblib", "hypersweep_pool"])
+def test_pruning_works_with_jobs_in_other_processes(tmp_path, store, mlflow_client, launcher):
     sweep(
         tmp_path,
         *PRUNING,
-        "hydra/launcher=joblib",
+        f"hydra/launcher={launcher}",
         "hydra.launcher.n_jobs=2",
         "hydra.sweeper.n_jobs=2",
         "trainer.num_threads=1",
     )
     study = load(tmp_path)
     pruned = study.get_trials(states=(TrialState.PRUNED,))
-    assert pruned, "no trial was pruned by jobs in joblib workers"
+    assert pruned, f"no trial was pruned by jobs in {launcher} workers"
     assert _assert_pruned_runs_stopped_early(mlflow_client, 12) == len(pruned)
     # The jobs ran in other processes and still joined the sweep's parent run.
     runs = child_runs(mlflow_client)

@@ -1,4 +1,5 @@
-"""A user's model that crashes for one width: drives the sweeper's failure handling."""
+"""Users' models that crash, stall or die for one width: drive the sweepers' and the pool
+launcher's handling of failures and of trials of unequal length."""
 
 from hypersweep.models import MLP
 
@@ -8,3 +9,35 @@ class CrashingMLP(MLP):
         if hidden_units == 13:
             raise RuntimeError("unlucky width 13")
         super().__init__(*args, hidden_units=hidden_units, **kwargs)
+
+
+class SlowMLP(MLP):
+    """Width 64 spends 2 s in its first forward pass (inside the job's MLflow run)."""
+
+    def __init__(self, *args, hidden_units: int = 64, **kwargs):
+        super().__init__(*args, hidden_units=hidden_units, **kwargs)
+        self.slow = hidden_units == 64
+
+    def forward(self, x):
+        if self.slow:
+            import time
+
+            self.slow = False
+            time.sleep(2.0)
+        return super().forward(x)
+
+
+class DyingMLP(MLP):
+    """Width 13 kills its own process in training, as the kernel's OOM killer would."""
+
+    def __init__(self, *args, hidden_units: int = 64, **kwargs):
+        super().__init__(*args, hidden_units=hidden_units, **kwargs)
+        self.dies = hidden_units == 13
+
+    def forward(self, x):
+        if self.dies:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().forward(x)

@@ -15,6 +15,8 @@ import json
 import logging
 import math
 import sys
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -246,11 +248,17 @@ class HypersweepSweeper(Sweeper):
         )
 
         total = self.n_trials * self.stages
-        for stage in range(1, self.stages + 1):
-            if stage > 1:
-                params = self._narrow(study, params)
-            target = self.n_trials * stage
-            self._run_stage(study, params, fixed, target, total)
+        ended = False
+        try:
+            for stage in range(1, self.stages + 1):
+                if stage > 1:
+                    params = self._narrow(study, params)
+                target = self.n_trials * stage
+                self._run_stage(study, params, fixed, target, total)
+            ended = True
+        finally:
+            if hasattr(self.launcher, "shutdown"):  # a pool of workers: stop them
+                self.launcher.shutdown(terminate=not ended)
         return self._write_results(study, params)
 
     def _recover(self, study: optuna.Study) -> int:
@@ -271,6 +279,8 @@ class HypersweepSweeper(Sweeper):
         target: int,
         total: int,
     ) -> None:
+        if hasattr(self.launcher, "submit"):
+            return self._run_stage_async(study, params, fixed, target, total)
         failures: list[str] = []
         while (done := trials_run(study)) < target:
             batch = [study.ask() for _ in range(min(self.n_jobs, target - done))]
@@ -278,22 +288,71 @@ class HypersweepSweeper(Sweeper):
             try:
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             except BaseException:
-                for t in batch:  # no lost trial: a crash of the batch fails its trials
-                    if study._storage.get_trial(t._trial_id).state == TrialState.RUNNING:
-                        _tell(study, t, state=TrialState.FAIL)
+                _fail_running(study, batch)  # no lost trial: a crash of the batch fails its trials
                 raise
             self.job_idx += len(returns)
             for trial, ret in zip(batch, returns, strict=True):
-                error = self._tell(study, trial, ret)
-                if error:
-                    failures.append(error)
-            failed = trials_run(study, (TrialState.FAIL,))
-            if failures and failed > self.max_failure_rate * total:
+                self._tell_and_check(study, trial, ret, failures, total)
+
+    def _run_stage_async(
+        self,
+        study: optuna.Study,
+        params: list[Param],
+        fixed: dict[str, str],
+        target: int,
+        total: int,
+    ) -> None:
+        """With a launcher that takes one job at a time (`hydra/launcher=hypersweep_pool`):
+        n_jobs trials run at once (by default the launcher's), and the next trial is asked as
+        soon as any one ends."""
+        slots = self.n_jobs if self.n_jobs > 1 else getattr(self.launcher, "n_jobs", 1)
+        failures: list[str] = []
+        running: dict[Future, optuna.Trial] = {}
+        asked: optuna.Trial | None = None  # asked, not yet running
+        try:
+            while True:
+                while len(running) < slots and trials_run(study) + len(running) < target:
+                    asked = study.ask()
+                    overrides = self._trial_overrides(study, asked, params, fixed)
+                    running[self.launcher.submit(overrides, self.job_idx)] = asked
+                    asked = None
+                    self.job_idx += 1
+                if not running:
+                    return
+                ended, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in sorted(ended, key=lambda f: running[f].number):
+                    ret = future.result()  # a worker that died raises here
+                    self._tell_and_check(study, running.pop(future), ret, failures, total)
+        except BaseException as e:
+            # No lost trial: the trials still running (a worker died, or the sweep was
+            # interrupted) are marked as an interrupted sweep's are, and their runs closed; the
+            # same command resumes the study and runs them again.
+            for future in running:
+                future.cancel()
+            trials = [*running.values(), *([asked] if asked is not None else [])]
+            _fail_running(study, trials, close_runs=True, reason="interrupted")
+            if isinstance(e, BrokenProcessPool):
+                numbers = ", ".join(str(t.number) for t in sorted(trials, key=lambda t: t.number))
                 raise SweepFailed(
-                    f"{failed} of {total} trials failed, more than "
-                    f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; "
-                    f"last error: {failures[-1]}"
-                )
+                    f"a worker process died while running trial {numbers} (killed, or out of "
+                    "memory?); marked interrupted: the same command resumes the sweep"
+                ) from None
+            raise
+
+    def _tell_and_check(
+        self, study: optuna.Study, trial: optuna.Trial, ret: Any, failures: list[str], total: int
+    ) -> None:
+        """Tell a trial's outcome; stop the sweep once more trials failed than allowed."""
+        error = self._tell(study, trial, ret)
+        if error:
+            failures.append(error)
+        failed = trials_run(study, (TrialState.FAIL,))
+        if failures and failed > self.max_failure_rate * total:
+            raise SweepFailed(
+                f"{failed} of {total} trials failed, more than "
+                f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; "
+                f"last error: {failures[-1]}"
+            )
 
     def _trial_overrides(
         self, study: optuna.Study, trial: optuna.Trial, params: list[Param], fixed: dict[str, str]
@@ -463,6 +522,22 @@ def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> None:
         # study.optimize; the trial is told by then and the loop ends on n_trials anyway.
         if "Study.stop" not in str(e):
             raise
+
+
+def _fail_running(
+    study: optuna.Study, trials: list, close_runs: bool = False, reason: str | None = None
+) -> None:
+    """Mark FAIL those of `trials` still RUNNING (a crash, an interrupt), with `reason` as
+    their status_reason; with `close_runs`, also close their MLflow runs, which a worker that
+    died could not."""
+    for t in trials:
+        frozen = study._storage.get_trial(t._trial_id)
+        if frozen.state == TrialState.RUNNING:
+            if reason:
+                study._storage.set_trial_user_attr(t._trial_id, "status_reason", reason)
+            _tell(study, t, state=TrialState.FAIL)
+            if close_runs:
+                _close_mlflow_run(study, frozen)
 
 
 def _close_mlflow_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

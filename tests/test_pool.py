@@ -1,0 +1,157 @@
+"""`hydra/launcher=hypersweep_pool`: a sweep's jobs on long-lived worker processes, each job to
+the first free worker; the `hypersweep` sweeper asks the next trial as soon as one ends; a worker
+that dies loses no trial and leaves no run RUNNING."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+from optuna.trial import TrialState
+from test_sweeper import TINY, child_runs, load, results_file, sweep
+
+from conftest import ROOT, kill_train_when, train
+
+HELPERS = {"PYTHONPATH": str(ROOT / "tests" / "helpers")}
+POOL = ["hydra/launcher=hypersweep_pool", "hydra.launcher.n_jobs=2"]
+
+
+def span(run) -> tuple[int, int]:
+    return run.info.start_time, run.info.end_time
+
+
+def test_a_grid_is_spread_over_the_free_workers(tmp_path, store, mlflow_client):
+    # Job 0 stalls 2 s on one worker; jobs 1-3 run one after another on the other meanwhile.
+    args = ["-m", "data=iris", "trainer.max_epochs=2", "model._target_=flaky.SlowMLP"]
+    result = train([*args, "model.hidden_units=64,8,9,10", *POOL], cwd=tmp_path, env=HELPERS)
+    assert result.returncode == 0, result.stderr[-4000:]
+    runs = {int(r.data.tags["job_num"]): r for r in child_runs(mlflow_client)}
+    assert sorted(runs) == [0, 1, 2, 3]
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    slow_start, slow_end = span(runs[0])
+    for a, b in ((1, 2), (2, 3)):
+        assert span(runs[a])[1] <= span(runs[b])[0], f"job {b} waited on a batch"
+    assert slow_start < span(runs[1])[1] and span(runs[3])[1] < slow_end
+    # Two worker processes, neither the sweep's own, ran the jobs.
+    pids = {r.data.tags["hypersweep.pid"] for r in runs.values()}
+    assert len(pids) == 2
+    # Each job wrote Hydra's files into its own output dir, as with Hydra's launchers.
+    for num, run in runs.items():
+        hydra_dir = Path(run.data.tags["output_dir"]) / ".hydra"
+        config = yaml.safe_load((hydra_dir / "config.yaml").read_text())
+        assert config["model"]["hidden_units"] == (64, 8, 9, 10)[num]
+        overrides = yaml.safe_load((hydra_dir / "overrides.yaml").read_text())
+        assert f"model.hidden_units={(64, 8, 9, 10)[num]}" in overrides
+
+
+def test_the_sweeper_asks_the_next_trial_as_soon_as_one_ends(tmp_path, store, mlflow_client):
+    sweep(  # hydra.sweeper.n_jobs=1 (TINY): the pool's n_jobs=2 trials at a time
+        tmp_path,
+        *POOL,
+        "hydra/sweeper=hypersweep",
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.sampler.seed=0",
+        "model._target_=flaky.SlowMLP",
+        "model.hidden_units=choice(64, 8, 9, 10, 11)",
+        "hydra.sweeper.n_trials=5",
+        env=HELPERS,
+    )
+    study = load(tmp_path)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5
+    assert results_file(tmp_path)["trials"] == {"COMPLETE": 5, "PRUNED": 0, "FAIL": 0}
+    runs = {int(r.data.tags["trial_number"]): r for r in child_runs(mlflow_client)}
+    assert sorted(runs) == [0, 1, 2, 3, 4]
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    events = sorted(
+        [(s, 1) for s, _ in map(span, runs.values())]
+        + [(e, -1) for _, e in map(span, runs.values())]
+    )
+    running = [sum(d for _, d in events[: i + 1]) for i in range(len(events))]
+    assert max(running) == 2, "n_jobs=2: two trials at most, and two at some point"
+    # While the stalled trial ran, the other worker finished a trial and started the next:
+    # in batches of two, the next trial would have waited for the stalled one.
+    (slow,) = [r for r in runs.values() if r.data.params["model.hidden_units"] == "64"]
+    slow_start, slow_end = span(slow)
+    others = [span(r) for r in runs.values() if r is not slow]
+    assert any(
+        slow_start < a_end <= b_start < slow_end for _, a_end in others for b_start, _ in others
+    ), "no trial started while the stalled one ran (the sampler's seed 0 must not put it last)"
+
+
+def test_a_worker_that_dies_loses_no_trial_and_leaves_no_run_running(
+    tmp_path, store, mlflow_client
+):
+    args = [
+        *POOL,
+        "hydra.sweeper.n_jobs=2",
+        "hydra/sweeper=hypersweep",
+        "hydra/sweeper/sampler=grid",
+        "model._target_=flaky.DyingMLP",
+        "model.hidden_units=choice(8, 13, 16)",
+        "hydra.sweeper.n_trials=3",
+    ]
+    result = sweep(tmp_path, *args, env=HELPERS, check=False)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("hypersweep:")]
+    assert len(lines) == 1 and lines[0].startswith("hypersweep: sweep stopped: a worker process")
+    assert "the same command resumes the sweep" in lines[0]
+    study = load(tmp_path)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    dead = [t for t in study.trials if t.params["model.hidden_units"] == 13]
+    assert dead and all(
+        t.state == TrialState.FAIL and t.user_attrs["status_reason"] == "interrupted" for t in dead
+    )
+    runs = child_runs(mlflow_client)
+    assert runs and all(r.info.status != "RUNNING" for r in runs)
+    (died,) = [r for r in runs if r.data.params["model.hidden_units"] == "13"]
+    assert died.info.status == "KILLED" and died.data.tags["status_reason"] == "interrupted"
+
+
+def test_ctrl_c_stops_the_workers_and_a_rerun_resumes(tmp_path, store, mlflow_client):
+    args = [
+        "-m",
+        *TINY,
+        *POOL,
+        "hydra.sweeper.n_jobs=2",
+        "hydra/sweeper=hypersweep",
+        "hydra.sweeper.n_trials=6",
+        "trainer.max_epochs=300",
+        "trainer.early_stopping.patience=1000",
+        "trainer.batch_size=8",
+        "lr=tag(log, interval(1e-3, 1e-1))",
+    ]
+    journal = tmp_path / "multirun" / "optuna.journal"
+
+    def two_training_after_one_done() -> bool:
+        trials = load(tmp_path).trials if journal.exists() else []
+        training = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
+        return any(t.state == TrialState.COMPLETE for t in trials) and len(training) == 2
+
+    proc, _ = kill_train_when(
+        args,
+        tmp_path,
+        two_training_after_one_done,
+        240,
+        "two trials never trained at once",
+        sig=signal.SIGINT,
+    )
+    assert proc.returncode != 0
+    interrupted = load(tmp_path)
+    assert not interrupted.get_trials(states=(TrialState.RUNNING,))
+    stopped = interrupted.get_trials(states=(TrialState.FAIL,))
+    assert len(stopped) >= 2 and all(
+        t.user_attrs["status_reason"] == "interrupted" for t in stopped
+    )
+    runs = child_runs(mlflow_client)
+    assert all(r.info.status != "RUNNING" for r in runs)
+    for pid in {int(r.data.tags["hypersweep.pid"]) for r in runs}:  # the workers are gone
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+    result = train(args, cwd=tmp_path)  # the same command resumes: 6 trials done in all
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = load(tmp_path)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
