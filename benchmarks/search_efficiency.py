@@ -13,7 +13,8 @@ best on validation, and the two targets of issue 5. `tpe+hyperband cv3` runs the
 validation accuracies are cross-validation means, and its epochs count every fold's and the
 refits'. `... one-by-one` trains the folds one after another (`trainer.stack_folds=false`),
 `... refit-all` refits every trial that was not pruned (`trainer.refit=all`), not only those
-that no finished trial outranks.
+that no finished trial outranks, and `... pool2` runs two trials at a time on two worker
+processes (`hydra/launcher=hypersweep_pool`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ GRID = [
 ]
 
 
+POOL2 = ["hydra/launcher=hypersweep_pool", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]
+
+
 def optuna_args(sampler: str, pruner: str, trials: int, seed: int) -> list[str]:
     return [
         "hydra/sweeper=hypersweep",
@@ -89,6 +93,10 @@ def strategies(trials: int, seed: int) -> dict[str, list[str]]:
         # The same, its folds trained one after another instead of stacked (the baseline of
         # trainer.stack_folds).
         "tpe+hyperband cv3 one-by-one": [*cv3, "trainer.stack_folds=false"],
+        # Two trials at a time on two worker processes, the next asked as soon as one ends
+        # (hydra/launcher=hypersweep_pool); Optuna then samples other trials than one at a time.
+        "tpe+hyperband pool2": [*hyperband, *POOL2],
+        "tpe+hyperband cv3 pool2": [*cv3, *POOL2],
     }
 
 
