@@ -198,14 +198,22 @@ class HypersweepSweeper(Sweeper):
 
     # -- the sweep --------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
+        ended = False
         try:
-            return self._sweep(arguments)
+            results = self._sweep(arguments)
+            ended = True
+            return results
         except SearchSpaceError as e:
             print(f"hypersweep: error: {e}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
         except SweepFailed as e:
             print(f"hypersweep: sweep stopped: {e}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
+        finally:
+            # A pool of workers: let them stop (the sweep's analysis runs meanwhile), or stop
+            # them now when the sweep did not end, whatever they were doing.
+            if hasattr(self.launcher, "shutdown"):
+                self.launcher.shutdown(terminate=not ended)
 
     def _sweep(self, arguments: list[str]) -> Any:
         self._check()
@@ -248,17 +256,11 @@ class HypersweepSweeper(Sweeper):
         )
 
         total = self.n_trials * self.stages
-        ended = False
-        try:
-            for stage in range(1, self.stages + 1):
-                if stage > 1:
-                    params = self._narrow(study, params)
-                target = self.n_trials * stage
-                self._run_stage(study, params, fixed, target, total)
-            ended = True
-        finally:
-            if hasattr(self.launcher, "shutdown"):  # a pool of workers: stop them
-                self.launcher.shutdown(terminate=not ended)
+        for stage in range(1, self.stages + 1):
+            if stage > 1:
+                params = self._narrow(study, params)
+            target = self.n_trials * stage
+            self._run_stage(study, params, fixed, target, total)
         return self._write_results(study, params)
 
     def _recover(self, study: optuna.Study) -> int:
