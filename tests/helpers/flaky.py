@@ -12,7 +12,7 @@ class CrashingMLP(MLP):
 
 
 class SlowMLP(MLP):
-    """Width 64 spends 2 s in its first forward pass (inside the job's MLflow run)."""
+    """Width 64 spends 5 s in its first forward pass (inside the job's MLflow run)."""
 
     def __init__(self, *args, hidden_units: int = 64, **kwargs):
         super().__init__(*args, hidden_units=hidden_units, **kwargs)
@@ -23,7 +23,7 @@ class SlowMLP(MLP):
             import time
 
             self.slow = False
-            time.sleep(2.0)
+            time.sleep(5.0)
         return super().forward(x)
 
 
