@@ -86,11 +86,16 @@ def _close_running(
         filter_string=f"attributes.status = 'RUNNING' and {filter_string}",
         max_results=5000,
     )
+    from mlflow.exceptions import MlflowException
+
     closed = []
     for run in runs:
         if keep(run):
             continue
-        client.set_tag(run.info.run_id, "status_reason", "interrupted")
+        try:
+            client.set_tag(run.info.run_id, "status_reason", "interrupted")
+        except MlflowException:  # its job, interrupted too, is tagging it at this moment
+            log.debug("run %s: its job tagged it first", run.info.run_id)
         client.set_terminated(run.info.run_id, "KILLED")
         closed.append(run.info.run_id)
     return closed

@@ -9,12 +9,16 @@ works with launchers that run jobs in other processes. Outcomes the job left on 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import math
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -285,9 +289,12 @@ class HypersweepSweeper(Sweeper):
             return self._run_stage_async(study, params, fixed, target, total)
         failures: list[str] = []
         while (done := trials_run(study)) < target:
-            batch = [study.ask() for _ in range(min(self.n_jobs, target - done))]
-            overrides = [self._trial_overrides(study, t, params, fixed) for t in batch]
+            batch: list[optuna.Trial] = []
             try:
+                with _sigint_held():  # every trial asked is in `batch`
+                    for _ in range(min(self.n_jobs, target - done)):
+                        batch.append(study.ask())
+                overrides = [self._trial_overrides(study, t, params, fixed) for t in batch]
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             except BaseException:
                 _fail_running(study, batch)  # no lost trial: a crash of the batch fails its trials
@@ -310,28 +317,28 @@ class HypersweepSweeper(Sweeper):
         slots = self.n_jobs if self.n_jobs > 1 else getattr(self.launcher, "n_jobs", 1)
         failures: list[str] = []
         running: dict[Future, optuna.Trial] = {}
-        asked: optuna.Trial | None = None  # asked, not yet running
         try:
             while True:
                 while len(running) < slots and trials_run(study) + len(running) < target:
-                    asked = study.ask()
-                    overrides = self._trial_overrides(study, asked, params, fixed)
-                    running[self.launcher.submit(overrides, self.job_idx)] = asked
-                    asked = None
+                    with _sigint_held():  # every trial asked is in `running`
+                        trial = study.ask()
+                        overrides = self._trial_overrides(study, trial, params, fixed)
+                        running[self.launcher.submit(overrides, self.job_idx)] = trial
                     self.job_idx += 1
                 if not running:
                     return
                 ended, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in sorted(ended, key=lambda f: running[f].number):
                     ret = future.result()  # a worker that died raises here
-                    self._tell_and_check(study, running.pop(future), ret, failures, total)
+                    self._tell_and_check(study, running[future], ret, failures, total)
+                    del running[future]  # told: no longer the sweep's to fail
         except BaseException as e:
             # No lost trial: the trials still running (a worker died, or the sweep was
             # interrupted) are marked as an interrupted sweep's are, and their runs closed; the
             # same command resumes the study and runs them again.
             for future in running:
                 future.cancel()
-            trials = [*running.values(), *([asked] if asked is not None else [])]
+            trials = list(running.values())
             _fail_running(study, trials, close_runs=True, reason="interrupted")
             if isinstance(e, BrokenProcessPool):
                 numbers = ", ".join(str(t.number) for t in sorted(trials, key=lambda t: t.number))
@@ -526,20 +533,45 @@ def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> None:
             raise
 
 
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block is done, then raise it: a trial is never asked from
+    the study without the sweep knowing it (in the main thread; elsewhere a plain block)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[tuple] = []
+    previous = signal.signal(signal.SIGINT, lambda *received: held.append(received))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held and callable(previous):
+            previous(*held[0])  # Python's own handler: raises KeyboardInterrupt
+        elif held and previous == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGINT)
+
+
 def _fail_running(
     study: optuna.Study, trials: list, close_runs: bool = False, reason: str | None = None
 ) -> None:
     """Mark FAIL those of `trials` still RUNNING (a crash, an interrupt), with `reason` as
     their status_reason; with `close_runs`, also close their MLflow runs, which a worker that
     died could not."""
-    for t in trials:
+    failed = []
+    for t in trials:  # the study first: every trial is marked before any run is touched
         frozen = study._storage.get_trial(t._trial_id)
         if frozen.state == TrialState.RUNNING:
             if reason:
                 study._storage.set_trial_user_attr(t._trial_id, "status_reason", reason)
             _tell(study, t, state=TrialState.FAIL)
-            if close_runs:
-                _close_mlflow_run(study, frozen)
+            failed.append(frozen)
+    for frozen in failed if close_runs else []:
+        try:
+            _close_mlflow_run(study, frozen)
+        except Exception as e:  # noqa: BLE001 - e.g. its job closing the run at the same time
+            # A run left RUNNING is closed by the next command (tracking.close_orphaned_runs).
+            log.warning("Trial %d: could not close its MLflow run: %s", frozen.number, e)
 
 
 def _close_mlflow_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
