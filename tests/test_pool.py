@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from optuna.trial import TrialState
-from test_sweeper import TINY, child_runs, load, results_file, sweep
+from test_sweeper import LONG_TRIALS, SPACE, TINY, child_runs, load, results_file, sweep
 
 from conftest import ROOT, kill_train_when, train
 
@@ -118,10 +118,8 @@ def test_ctrl_c_stops_the_workers_and_a_rerun_resumes(tmp_path, store, mlflow_cl
         "hydra.sweeper.n_jobs=2",
         "hydra/sweeper=hypersweep",
         "hydra.sweeper.n_trials=6",
-        "trainer.max_epochs=300",
-        "trainer.early_stopping.patience=1000",
-        "trainer.batch_size=8",
-        "lr=tag(log, interval(1e-3, 1e-1))",
+        *LONG_TRIALS,
+        *SPACE,
     ]
     journal = tmp_path / "multirun" / "optuna.journal"
 

@@ -24,6 +24,12 @@ TINY = [
     "hydra.sweeper.study_name=s",
 ]
 SPACE = ["lr=tag(log, interval(1e-3, 1e-1))", "model.depth=int(interval(1, 2))"]
+# Trials that train for seconds, long enough to be killed or interrupted mid-training.
+LONG_TRIALS = [
+    "trainer.max_epochs=400",
+    "trainer.early_stopping.patience=1000",
+    "trainer.batch_size=8",
+]
 
 
 def sweep(tmp_path: Path, *args: str, env: dict[str, str] | None = None, check: bool = True):
@@ -323,9 +329,7 @@ def test_resume_after_a_kill_completes_exactly_n_trials(tmp_path, store, mlflow_
         *TINY,
         "hydra/sweeper=hypersweep",
         "hydra.sweeper.n_trials=5",
-        "trainer.max_epochs=400",
-        "trainer.early_stopping.patience=1000",
-        "trainer.batch_size=8",
+        *LONG_TRIALS,
         *SPACE,
     ]
     journal = tmp_path / "multirun" / "optuna.journal"

@@ -119,6 +119,7 @@ class PoolLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self._pool: ProcessPoolExecutor | None = None
+        self._announced = False  # the first job logs where the sweep's output goes
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -147,7 +148,6 @@ class PoolLauncher(Launcher):
         )
         for _ in range(self.n_jobs):  # each spawns a worker
             self._pool.submit(_started)
-        self._announced = False
 
     def submit(self, overrides: Sequence[str], job_idx: int) -> Future:
         """Compose job `job_idx` here and run it on the first free worker."""
