@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 from hydra.utils import instantiate
+from torch import nn
 
-from hypersweep.data import load
+from hypersweep.data import Splits, load
 from hypersweep.fit import EarlyStopping, evaluate, fit
 from hypersweep.optim import build_optimizer
 
@@ -148,3 +149,48 @@ def test_weight_penalties_shrink_the_weights(group):
 
     penalized = weight_norm(f"regularization={group}", f"regularization.{group}=1e-2")
     assert penalized < 0.8 * weight_norm()
+
+
+class _RowRecorder(nn.Module):
+    """A linear model that records, in training mode, the row ids (feature 0) of each batch."""
+
+    def __init__(self, features: int, classes: int):
+        super().__init__()
+        self.linear = nn.Linear(features, classes)
+        self.batches: list[list[int]] = []
+
+    def forward(self, x):
+        if self.training:
+            self.batches.append(x[:, 0].long().tolist())
+        return self.linear(x)
+
+
+def _tiny_splits(n: int) -> Splits:
+    torch.manual_seed(0)
+    x = torch.cat([torch.arange(n, dtype=torch.float32)[:, None], torch.randn(n, 3)], dim=1)
+    y = torch.randint(0, 2, (n,))
+    return Splits(x, y, x[:3], y[:3], x[:3], y[:3], "classification", (4,), 2)
+
+
+@pytest.mark.parametrize("n", [7, 9])
+def test_every_batch_size_trains_every_row_once_per_epoch(n):
+    data = _tiny_splits(n)
+    for batch_size in range(1, n + 2):  # 1 (online) to more than the full batch
+        model = _RowRecorder(4, 2)
+        # lr 0: the weights never change, so each epoch's train_loss is the mean row loss.
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        stopper = EarlyStopping("min", patience=10)
+        result = fit(
+            model, optimizer, None, data, max_epochs=2, batch_size=batch_size, stopper=stopper
+        )
+        half = len(model.batches) // 2
+        epochs = [model.batches[:half], model.batches[half:]]
+        for batches in epochs:
+            assert sorted(row for b in batches for row in b) == list(range(n)), batch_size
+            if batch_size > 1:
+                assert min(len(b) for b in batches) >= 2, (batch_size, batches)
+            assert max(len(b) for b in batches) <= max(batch_size, 3)
+        assert result.status_reason == "completed"
+        mean_row_loss = evaluate(model, data.x_train, data.y_train, data.task)["loss"].item()
+        for h in result.history:
+            assert h["train_loss"] == pytest.approx(mean_row_loss, rel=1e-6), batch_size

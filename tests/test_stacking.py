@@ -91,11 +91,14 @@ def _alone(cfg, data):
         ["regularization=batchnorm", "optimizer=momentum", "scheduler=exponential"],
         ["model=cnn", "model.channels=4", "regularization=l2", "regularization.l1=1e-4"],
         ["optimizer=rmsprop", "scheduler=plateau", "scheduler.patience=0"],
+        # 1,018 = 3 x 339 + 1: the lone last row is trained in a last batch of two
+        ["optimizer=momentum", "trainer.batch_size=339"],
     ],
 )
 def test_stacked_folds_train_each_fold_as_it_trains_alone(overrides):
     cfg, folds = _digits_cv("trainer.max_epochs=4", "trainer.batch_size=64", *overrides)
-    options = {"max_epochs": 4, "batch_size": 64, "seed": 0, "l1": cfg.regularization.l1}
+    options = {"max_epochs": 4, "seed": 0, "l1": cfg.regularization.l1}
+    options["batch_size"] = cfg.trainer.batch_size
     member = _stacked_member(cfg, folds)
     together = fit_members([member], stopper=EarlyStopping("min", 100), **options)
     alone = [

@@ -221,6 +221,20 @@ def test_too_many_failures_stop_the_sweep_with_a_clear_message(tmp_path, store):
             "lr=tag(log, interval(0, 1)): a log scale needs bounds > 0",
         ),
         ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0 is not allowed"),
+        (
+            "hydra.sweeper.direction=maximize",
+            "hydra.sweeper.direction='maximize' contradicts "
+            "trainer.early_stopping.monitor='val_loss' (the job returns best_val_loss): "
+            "expected minimize",
+        ),
+        (
+            "+hydra.sweeper.conditions.momentum={optimizer:[adam]}",
+            "hydra.sweeper.conditions.momentum: momentum is not searched",
+        ),
+        (
+            "+hydra.sweeper.conditions.lr=adam",
+            "hydra.sweeper.conditions.lr='adam' is not allowed: expected {other_key: [values",
+        ),
     ],
 )
 def test_bad_sweeper_input_is_one_line(bad, message, tmp_path, store):
@@ -407,3 +421,89 @@ def test_the_reported_best_trial_is_the_run_hypersweep_best_selects(tmp_path, st
     runs = child_runs(mlflow_client)
     (run,) = [r for r in runs if f"best run {r.info.run_id}" in selected.stdout]
     assert int(run.data.tags["trial_number"]) == reported
+
+
+@pytest.mark.parametrize(
+    "monitor, data",
+    [
+        ("val_loss", "data=iris"),
+        ("val_acc", "data=iris"),
+        ("train_loss", "data=iris"),  # early stopping on it; scored and selected on val_loss
+        ("val_rmse", "data=synthetic_regression"),
+    ],
+)
+def test_the_study_the_parent_run_and_best_agree_whatever_the_monitor(
+    monitor, data, tmp_path, store, mlflow_client
+):
+    # No direction set: it follows the monitor (maximize for val_acc). With a fixed
+    # `minimize`, a val_acc sweep reported its worst trial as the best.
+    sweep(
+        tmp_path,
+        data,
+        "hydra/sweeper=hypersweep",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.n_trials=3",
+        "trainer.max_epochs=4",
+        f"trainer.early_stopping.monitor={monitor}",
+        "lr=tag(log, interval(1e-4, 1e-1))",
+    )
+    objective = "val_loss" if monitor == "train_loss" else monitor
+    trials = load(tmp_path).get_trials(states=(TrialState.COMPLETE,))
+    runs = {int(r.data.tags["trial_number"]): r for r in child_runs(mlflow_client)}
+    values = {t.number: t.value for t in trials}
+    # every trial's value is the run's validation score at its kept epoch
+    for number, value in values.items():
+        assert runs[number].data.metrics[f"best_{objective}"] == pytest.approx(value)
+    assert len(set(values.values())) == 3
+    pick = max if objective == "val_acc" else min
+    best_number = pick(values, key=values.get)
+    assert results_file(tmp_path)["best_trial"] == best_number
+    (parent,) = [
+        r
+        for r in mlflow_client.search_runs(
+            [e.experiment_id for e in mlflow_client.search_experiments()]
+        )
+        if r.data.tags.get("sweep") == "true"
+    ]
+    assert parent.data.tags["best_run_id"] == runs[best_number].info.run_id
+    assert parent.data.params["direction"] == ("maximize" if objective == "val_acc" else "minimize")
+    selected = hypersweep(["best", "--no-register"], tmp_path, store["uri"])
+    assert selected.returncode == 0, selected.stderr
+    assert f"ranked by best_{objective}" in selected.stdout
+    assert f"best run {runs[best_number].info.run_id}" in selected.stdout
+    # ranking on anything but a validation score is refused, in one line
+    refused = hypersweep(["best", "--metric", "best_train_loss"], tmp_path, store["uri"])
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "hypersweep: error: --metric best_train_loss: select on a validation metric (on the "
+        "folds' mean under cross-validation), never on training or test: expected one of "
+        "best_val_loss, best_val_acc, best_val_rmse"
+    ]
+
+
+def test_momentum_is_searched_only_for_the_optimizers_that_use_it(tmp_path, store, mlflow_client):
+    sweep(
+        tmp_path,
+        "hydra/sweeper=hypersweep",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.n_trials=8",
+        "hydra.sweeper.sampler.seed=0",
+        "trainer.max_epochs=1",
+        "optimizer=choice(rmsprop, sgd, momentum, adam)",
+        "momentum=tag(one_minus_log, interval(0.8, 0.999))",
+        "+hydra.sweeper.conditions.momentum={optimizer:[momentum,adam]}",
+    )
+    trials = load(tmp_path).trials
+    runs = {int(r.data.tags["trial_number"]): r for r in child_runs(mlflow_client)}
+    used = {"momentum", "adam"}
+    chosen = {t.params["optimizer"] for t in trials}
+    assert chosen & used and chosen - used, chosen
+    for t in trials:
+        uses = t.params["optimizer"] in used
+        assert ("1-momentum" in t.params) == uses, t.params
+        params = runs[t.number].data.params
+        # the run logs the β it used, and no β where its optimizer has none
+        assert ("momentum" in params) == uses
+        assert ("search.momentum.scale" in params) == uses
+        if uses:
+            assert float(params["momentum"]) == pytest.approx(1 - t.params["1-momentum"])

@@ -74,6 +74,18 @@ CASES = [
         "existing CSV",
     ),
     (
+        ["trainer.early_stopping.mode=max"],
+        "trainer.early_stopping.mode",
+        "'max'",
+        "expected auto or min",
+    ),
+    (
+        ["trainer.early_stopping.monitor=val_acc", "trainer.early_stopping.mode=min"],
+        "trainer.early_stopping.mode",
+        "'min'",
+        "expected auto or max",
+    ),
+    (
         ["model=mlp", "model._target_=no.such.Model"],
         "model._target_",
         "no.such.Model",

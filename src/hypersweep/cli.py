@@ -102,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("best", help="rank runs on validation, test the best once, register it")
     p.add_argument("--experiment", help="experiment name (default: the latest sweep's)")
     p.add_argument("--sweep", help="a sweep's parent run id or sweep dir")
-    p.add_argument("--metric", help="validation metric to rank by (default: best_<monitor>)")
+    p.add_argument(
+        "--metric",
+        help="best_val_loss, best_val_acc or best_val_rmse (default: the runs' objective)",
+    )
     p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
     p.add_argument("--name", help="registered model name (default: <data>-<model>)")
     p.add_argument("--no-register", action="store_true", help="test, but do not register")

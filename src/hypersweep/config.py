@@ -43,7 +43,24 @@ def metric_names(task: str) -> tuple[str, ...]:
 def monitor_mode(monitor: str, mode: str) -> str:
     if mode != "auto":
         return mode
-    return "max" if monitor.endswith("_acc") else "min"
+    return metric_mode(monitor)
+
+
+def metric_mode(metric: str) -> str:
+    """Whether higher (max) or lower (min) is better for one of our metrics, `best_` or not."""
+    return "max" if metric.endswith("_acc") else "min"
+
+
+def objective_metric(monitor: str) -> str:
+    """The validation metric a job is scored, pruned and selected by: the early-stopping
+    monitor when it is a validation metric, else (train_loss) the validation loss of the epoch
+    that early stopping kept. A model is never selected on its training loss."""
+    return monitor if monitor.startswith("val_") else "val_loss"
+
+
+def study_direction(monitor: str) -> str:
+    """The Optuna direction that matches a job's objective."""
+    return "maximize" if metric_mode(objective_metric(monitor)) == "max" else "minimize"
 
 
 register_resolvers()
@@ -228,6 +245,13 @@ def _check_trainer(cfg: DictConfig) -> None:
     allowed = metric_names(task)
     if monitor not in allowed:
         raise _fail("trainer.early_stopping.monitor", monitor, f"one of {', '.join(allowed)}")
+    mode = _value(cfg, "trainer.early_stopping.mode")
+    if mode not in ("auto", metric_mode(monitor)):
+        raise ConfigError(
+            f"trainer.early_stopping.mode={mode!r} contradicts monitor={monitor!r}, for which "
+            f"{'higher' if metric_mode(monitor) == 'max' else 'lower'} is better: expected auto "
+            f"or {metric_mode(monitor)}"
+        )
     if _value(cfg, "trainer.batch_size") == 1 and _value(cfg, "regularization.batchnorm"):
         raise _fail(
             "trainer.batch_size", 1, "2 or more with batch norm (regularization.batchnorm=true)"

@@ -1,10 +1,11 @@
 """The training loop: one function, read top to bottom; it knows nothing of Hydra, MLflow, Optuna.
 
-Per epoch: shuffled index-slice mini-batches, metrics accumulated on the device and synced once,
-validation, scheduler step, early stopping (best weights kept), a report to the caller, which may
-ask to stop (pruning). A non-finite loss stops the run as "diverged". Several models (the folds
-of a cross-validation) train in lockstep and report their mean; models of one architecture can
-train stacked as one (`StackedMembers`, see `hypersweep.stacking`).
+Per epoch: shuffled index-slice mini-batches that use every training row once, metrics
+accumulated on the device and synced once, validation, scheduler step, early stopping (best
+weights kept), a report to the caller, which may ask to stop (pruning). A non-finite loss stops
+the run as "diverged". Several models (the folds of a cross-validation) train in lockstep and
+report their mean; models of one architecture can train stacked as one (`StackedMembers`, see
+`hypersweep.stacking`).
 """
 
 from __future__ import annotations
@@ -160,6 +161,10 @@ class _Epochs:
         self.device, self.task = data.x_train.device, data.task
         self.n = n
         self.batch_size = min(batch_size, n)
+        self.bounds = batch_bounds(n, batch_size)
+        self.rows_used = sum(end - start for start, end in self.bounds)  # every row: n
+        if self.rows_used != n or n == 0:
+            raise ValueError(f"an epoch would train {self.rows_used} of {n} training rows")
         self.penalized = decayed_weights(member.model) if l1 > 0 else []
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         # fp16 needs loss scaling; elsewhere the scaler's bookkeeping is per-step overhead.
@@ -190,16 +195,14 @@ class _Epochs:
         model.train()
         order = torch.randperm(n, device=self.device, generator=self.shuffle)
         loss_sum = torch.zeros((), device=self.device)
-        for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            if len(idx) == 1 and n > 1:
-                continue  # a lone trailing sample would break batch norm; the next epoch reshuffles
+        for start, end in self.bounds:
+            idx = order[start:end]
             xb, yb = data.x_train[idx], _targets(data.y_train[idx], self.task)
             with self.autocast():
                 loss = self.loss_fn(model(xb).float(), yb)
             self._step(loss)
-            loss_sum.add_(loss.detach(), alpha=len(idx))  # one kernel, no host sync
-        return loss_sum / n
+            loss_sum.add_(loss.detach(), alpha=end - start)  # one kernel, no host sync
+        return loss_sum / self.rows_used
 
     def validate(self) -> dict[str, torch.Tensor]:
         data = self.member.data
@@ -272,16 +275,14 @@ class _StackedEpochs(_Epochs):
             ]
         )
         loss_sum = torch.zeros(self.size, device=self.device)
-        for start in range(0, self.n, self.batch_size):
-            idx = orders[:, start : start + self.batch_size]
-            if idx.shape[1] == 1 and self.n > 1:
-                continue  # as for a lone member: no batch of one row
+        for start, end in self.bounds:
+            idx = orders[:, start:end]
             with self.autocast():
                 out = model(self.x[self.rows, idx]).float()
             losses = _row_losses(out, self.y[self.rows, idx], self.task).mean(dim=1)
             self._step(losses.sum())  # each member's gradient comes from its own loss
-            loss_sum.add_(losses.detach(), alpha=idx.shape[1])
-        return loss_sum / self.n
+            loss_sum.add_(losses.detach(), alpha=end - start)
+        return loss_sum / self.rows_used
 
     @torch.no_grad()
     def validate(self, chunk: int = 8192) -> dict[str, torch.Tensor]:
@@ -310,6 +311,18 @@ class _StackedEpochs(_Epochs):
     def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
         for i, model in enumerate(self.member.models):
             model.load_state_dict(Stacked.member_state(snapshot, i))
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """The (start, end) of each mini-batch of an epoch over `n` shuffled rows: every row once,
+    batches of `batch_size`, the last one smaller. A last batch of a single row (which batch
+    norm cannot train on) is avoided unless batches of one are what was asked for: it takes a
+    row from the batch before it, or joins it when that one has only two."""
+    bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    if batch_size > 1 and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        (a, b), (_, end) = bounds[-2], bounds[-1]
+        bounds[-2:] = [(a, b - 1), (b - 1, end)] if b - a > 2 else [(a, end)]
+    return bounds
 
 
 def _padded(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

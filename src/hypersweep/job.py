@@ -20,7 +20,7 @@ from hypersweep import data as data_module
 from hypersweep import tracking
 from hypersweep.checkpoint import save_checkpoint
 from hypersweep.cli import REPRODUCED_FROM_ENV
-from hypersweep.config import ConfigError, validate
+from hypersweep.config import ConfigError, metric_mode, objective_metric, validate
 from hypersweep.data import Splits
 from hypersweep.fit import (
     EarlyStopping,
@@ -96,7 +96,8 @@ def run(cfg: DictConfig) -> float:
         )
     else:
         exp_id = sweep["experiment_id"]
-    reporter = trial_reporter(es.monitor)
+    objective_name = objective_metric(es.monitor)  # what the sweep scores and prunes on
+    reporter = trial_reporter(objective_name)
     tags = {
         "overrides": " ".join(overrides),
         "output_dir": str(out_dir),
@@ -122,6 +123,8 @@ def run(cfg: DictConfig) -> float:
 
     progress = Progress(cfg.trainer.max_epochs, es.monitor)
     params = tracking.flatten(resolved)
+    for knob in _unused_knobs(cfg):  # params show what the run used: no β for plain SGD
+        params.pop(knob)
     # Which option of each group the job used (`choice.optimizer=adam`): the column to compare.
     params.update(
         {
@@ -192,11 +195,13 @@ def run(cfg: DictConfig) -> float:
     if reporter is not None:
         reporter.finish(result.status_reason, summary)
 
-    objective = result.best_value
+    # The objective at the epoch early stopping kept: the monitored value itself, unless the
+    # monitor is train_loss. NaN when no epoch was finite.
+    objective = result.best_metrics.get(objective_name, math.nan)
     log.info(
         "%s: %s=%s (best epoch %d of %d, %s%s%s) run %s",
         run_name,
-        es.monitor,
+        objective_name,
         _fmt(objective),
         result.best_epoch,
         result.epochs_run,
@@ -286,14 +291,14 @@ def _outranked_by(
     never be the one selected, and its refit would be wasted. None: refit."""
     if cfg.trainer.get("refit", "best") != "best" or sweep is None:
         return None
-    es = cfg.trainer.early_stopping
+    metric = objective_metric(cfg.trainer.early_stopping.monitor)
     return tracking.outranking_run(
         cfg.tracking.uri,
         sweep["experiment_id"],
         sweep["parent_run_id"],
         summary,
-        f"best_{es.monitor}",
-        es.resolved_mode,
+        f"best_{metric}",
+        metric_mode(metric),
     )
 
 
@@ -328,6 +333,18 @@ def _warm_start(model: torch.nn.Module, state: dict, run_id: str) -> None:
             f"resume_from={run_id!r}: its checkpoint does not fit this model: expected the same "
             f"model and data as that run ({detail})"
         ) from None
+
+
+# Top-level values that exist to be interpolated into the groups (`lr=0.1` whatever the
+# optimizer).
+KNOBS = ("lr", "momentum")
+
+
+def _unused_knobs(cfg: DictConfig) -> list[str]:
+    """The knobs that no value of the job's config interpolates: RMSprop and plain SGD do not
+    read `momentum`, so a run of theirs does not log one."""
+    raw = repr(OmegaConf.to_container(cfg, resolve=False))
+    return [k for k in KNOBS if k in cfg and "${" + k + "}" not in raw]
 
 
 # The search group's default: no preset, `-m key=a,b,c` grids (conf/search/cli_grid.yaml).

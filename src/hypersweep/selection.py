@@ -12,12 +12,14 @@ from omegaconf import OmegaConf
 
 from hypersweep.analysis import varying_params
 from hypersweep.checkpoint import load_run_checkpoint
-from hypersweep.config import monitor_mode
+from hypersweep.config import metric_mode, objective_metric
 from hypersweep.data import Splits, load
 from hypersweep.fit import evaluate
 from hypersweep.tracking import mlflow_client, ranked_runs
 
 CHAMPION = "champion"
+# What a run is ranked by: its score at the best epoch on validation rows.
+VALIDATION_METRICS = ("best_val_loss", "best_val_acc", "best_val_rmse")
 
 
 class SelectionError(ValueError):
@@ -78,14 +80,19 @@ def rank(runs: list[Any], metric: str | None = None) -> Ranking:
         raise SelectionError("no finished runs to rank")
     if metric is None:
         monitors = {r.data.params.get("trainer.early_stopping.monitor") for r in runs} - {None}
-        if len(monitors) != 1:
+        objectives = {f"best_{objective_metric(m)}" for m in monitors}
+        if len(objectives) != 1:
             raise SelectionError(
-                f"runs monitor different metrics {sorted(monitors)}: pass --metric"
+                f"runs are scored by different metrics {sorted(objectives)}: pass --metric"
             )
-        metric = f"best_{monitors.pop()}"
-    if metric.startswith("test_"):
-        raise SelectionError(f"--metric {metric}: select on validation metrics, never on test")
-    mode = monitor_mode(metric.removeprefix("best_"), "auto")
+        metric = objectives.pop()
+    if metric not in VALIDATION_METRICS:
+        raise SelectionError(
+            f"--metric {metric}: select on a validation metric (on the folds' mean under "
+            f"cross-validation), never on training or test: expected one of "
+            f"{', '.join(VALIDATION_METRICS)}"
+        )
+    mode = metric_mode(metric)
     scored = ranked_runs(runs, metric, mode)
     if not scored:
         raise SelectionError(f"no run has the metric {metric!r}")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +344,11 @@ def sweep_params(config: DictConfig) -> dict[str, str]:
     arguments = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
     params = {"sweeper": str(sweeper.get("_target_", "")).rsplit(".", 1)[-1]}
     if _is_hypersweep(config):
-        from hydra_plugins.hypersweep_sweeper.sweeper import search_arguments, study_name_for
+        from hydra_plugins.hypersweep_sweeper.sweeper import (
+            directions_for,
+            search_arguments,
+            study_name_for,
+        )
 
         arguments = search_arguments(sweeper, [])
         params.update(
@@ -353,11 +357,7 @@ def sweep_params(config: DictConfig) -> dict[str, str]:
                 "pruner": str(sweeper.pruner._target_).rsplit(".", 1)[-1] if sweeper.pruner else "",
                 "n_trials": str(sweeper.n_trials),
                 "n_jobs": str(sweeper.n_jobs),
-                "direction": str(
-                    OmegaConf.to_container(sweeper.direction)
-                    if isinstance(sweeper.direction, ListConfig)
-                    else sweeper.direction
-                ),
+                "direction": "/".join(directions_for(config)),
                 "study_name": study_name_for(config),
                 "storage": str(sweeper.storage),
             }
@@ -372,11 +372,11 @@ def summarize_sweep(uri: str, parent_run_id: str, config: DictConfig) -> None:
     """The best child (by the monitored validation metric), its params and the analysis plots
     on the parent run; the plots also go to <sweep dir>/analysis/."""
     from hypersweep import analysis
-    from hypersweep.config import monitor_mode
+    from hypersweep.config import metric_mode, objective_metric
 
-    monitor = config.trainer.early_stopping.monitor
-    mode = monitor_mode(monitor, config.trainer.early_stopping.mode)
-    metric = f"best_{monitor}"
+    objective = objective_metric(config.trainer.early_stopping.monitor)
+    mode = metric_mode(objective)
+    metric = f"best_{objective}"
     client = mlflow_client(uri)
     parent = client.get_run(parent_run_id)
     children = finished_children(client, parent.info.experiment_id, parent_run_id)

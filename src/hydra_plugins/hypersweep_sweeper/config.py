@@ -158,8 +158,9 @@ class HypersweepSweeperConf:
     )
     sampler: Any = MISSING
     pruner: Any = None
-    # "minimize" / "maximize", or a list of them for several objectives.
-    direction: Any = "minimize"
+    # "minimize" / "maximize", or a list of them for several objectives (with objective_attrs);
+    # null: what the job's objective needs (maximize for a val_acc monitor, else minimize).
+    direction: Any = None
     storage: str | None = DEFAULT_STORAGE
     # null: derived from the command (task name + a hash of the search), so re-running the same
     # command resumes the same study.
@@ -176,6 +177,10 @@ class HypersweepSweeperConf:
     # objectives, e.g. [best_val_acc, n_params]); null: the job's own return value.
     objective_attrs: list[str] | None = None
     coarse_to_fine: CoarseToFineConfig = field(default_factory=CoarseToFineConfig)
+    # A searched key sampled only where other keys hold given values, e.g.
+    # {momentum: {optimizer: [adam, momentum, nesterov]}}: elsewhere it is no dimension of the
+    # search and the job keeps the config's value.
+    conditions: dict[str, Any] = field(default_factory=dict)
 
 
 _store = ConfigStore.instance()

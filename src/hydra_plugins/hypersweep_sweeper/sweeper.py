@@ -34,6 +34,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hypersweep.compose_cache import share_parsed_configs
+from hypersweep.config import metric_mode, objective_metric, study_direction
 from hypersweep.pruning import (
     STORAGE_ENV,
     STUDY_ENV,
@@ -88,15 +89,25 @@ def _legacy_param(key: str, spec: DictConfig) -> str:
     return f"{key}=tag(log,{inner})" if spec.get("log") else f"{key}={inner}"
 
 
+def directions_for(config: DictConfig) -> list[str]:
+    """The study's directions: `hydra.sweeper.direction` as set, or, unset (null), the one the
+    job's objective needs (maximize for a val_acc monitor, minimize for a loss or rmse)."""
+    direction = config.hydra.sweeper.direction
+    if direction is None:
+        return [study_direction(str(config.trainer.early_stopping.monitor))]
+    directions = list(direction) if isinstance(direction, (list, ListConfig)) else [direction]
+    return [str(getattr(d, "name", d)) for d in directions]
+
+
 def default_study_name(config: DictConfig, arguments: list[str]) -> str:
     """Task name + a hash of everything that defines the search: the same command gives the
     same study, so re-running it resumes."""
     sweeper = config.hydra.sweeper
+    directions = directions_for(config)
     key = {
         "search": sorted(search_arguments(sweeper, arguments)),
-        "direction": OmegaConf.to_container(sweeper.direction)
-        if isinstance(sweeper.direction, ListConfig)
-        else sweeper.direction,
+        # a single direction hashes as a string, as it did when it was always spelled out
+        "direction": directions if isinstance(sweeper.direction, ListConfig) else directions[0],
         "sampler": OmegaConf.to_container(sweeper.sampler, resolve=True),
         "pruner": OmegaConf.to_container(sweeper.pruner, resolve=True) if sweeper.pruner else None,
         "objective_attrs": OmegaConf.to_container(sweeper.objective_attrs)
@@ -104,6 +115,8 @@ def default_study_name(config: DictConfig, arguments: list[str]) -> str:
         else None,
         "coarse_to_fine": OmegaConf.to_container(sweeper.coarse_to_fine),
     }
+    if sweeper.get("conditions"):  # only when set: older studies keep their names
+        key["conditions"] = OmegaConf.to_container(sweeper.conditions, resolve=True)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     return f"{config.hydra.job.name}-{digest[:8]}"
 
@@ -130,11 +143,11 @@ class HypersweepSweeper(Sweeper):
         pruner: Any = None,
         objective_attrs: list[str] | None = None,
         coarse_to_fine: DictConfig | None = None,
+        conditions: DictConfig | None = None,
     ) -> None:
         self.sampler = sampler
         self.pruner = pruner
-        directions = list(direction) if isinstance(direction, (list, ListConfig)) else [direction]
-        self.directions = [str(getattr(d, "name", d)) for d in directions]
+        self.directions: list[str] = []  # set in setup(): the default follows the job's monitor
         self.storage_spec = storage
         self.study_name = study_name
         self.n_trials = n_trials
@@ -145,6 +158,7 @@ class HypersweepSweeper(Sweeper):
         self.stages = int(coarse_to_fine.stages) if coarse_to_fine else 1
         self.top_fraction = float(coarse_to_fine.top_fraction) if coarse_to_fine else 0.25
         self.margin = float(coarse_to_fine.margin) if coarse_to_fine else 0.1
+        self.conditions = _plain(conditions) or {}
         self.job_idx = 0
 
     def setup(
@@ -152,6 +166,7 @@ class HypersweepSweeper(Sweeper):
     ) -> None:
         self.config = config
         self.hydra_context = hydra_context
+        self.directions = directions_for(config)
         share_parsed_configs(hydra_context.config_loader)
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
@@ -193,11 +208,39 @@ class HypersweepSweeper(Sweeper):
                 f"hydra.sweeper.objective_attrs={self.objective_attrs} has "
                 f"{len(self.objective_attrs)} names for {len(self.directions)} directions"
             )
+        self._check_directions_match_the_objective()
         if len(self.directions) > 1 and not isinstance(self.pruner, optuna.pruners.NopPruner):
             if self.pruner is not None:
                 raise SearchSpaceError(
                     "hydra.sweeper.pruner: Optuna cannot prune multi-objective studies: "
                     "expected hydra/sweeper/pruner=none"
+                )
+
+    def _check_directions_match_the_objective(self) -> None:
+        """A direction that contradicts what the job returns would report the worst trial as
+        the best and steer the sampler and pruner toward bad configurations."""
+        monitor = str(self.config.trainer.early_stopping.monitor)
+        if self.objective_attrs:
+            named = list(zip(self.objective_attrs, self.directions, strict=True))
+            key = "objective_attrs"
+        else:
+            named = [(f"best_{objective_metric(monitor)}", self.directions[0])]
+            key = "trainer.early_stopping.monitor"
+            if len(self.directions) > 1:
+                raise SearchSpaceError(
+                    f"hydra.sweeper.direction={self.directions} has {len(self.directions)} "
+                    "directions, but the job returns one value: expected one direction, or "
+                    "hydra.sweeper.objective_attrs naming a summary metric per direction"
+                )
+        for metric, direction in named:
+            if not metric.startswith(("best_val_", "best_train_")):
+                continue  # n_params and other summary metrics: either direction makes sense
+            expected = "maximize" if metric_mode(metric) == "max" else "minimize"
+            if direction != expected:
+                value = monitor if key.startswith("trainer") else self.objective_attrs
+                raise SearchSpaceError(
+                    f"hydra.sweeper.direction={direction!r} contradicts {key}={value!r} (the "
+                    f"job returns {metric}): expected {expected}, or leave direction unset"
                 )
 
     # -- the sweep --------------------------------------------------------------------------
@@ -225,6 +268,7 @@ class HypersweepSweeper(Sweeper):
         for key in fixed:
             for p in [p for p in params if p.key == key]:
                 params.remove(p)
+        self._check_conditions(params)
         sampler = self.sampler
         if isinstance(sampler, functools.partial):  # the grid sampler takes the space
             space = {p.name: grid_values(p) for p in params}
@@ -363,11 +407,74 @@ class HypersweepSweeper(Sweeper):
                 f"last error: {failures[-1]}"
             )
 
+    def _check_conditions(self, params: list[Param]) -> None:
+        searched = {p.key for p in params}
+        for key, condition in self.conditions.items():
+            if not isinstance(condition, dict) or not all(
+                isinstance(v, list) and v for v in condition.values()
+            ):
+                raise SearchSpaceError(
+                    f"hydra.sweeper.conditions.{key}={condition!r} is not allowed: expected "
+                    "{other_key: [values, ...]}, e.g. {optimizer: [adam, momentum]}"
+                )
+            if key not in searched:
+                raise SearchSpaceError(
+                    f"hydra.sweeper.conditions.{key}: {key} is not searched: expected a key of "
+                    f"the search space ({', '.join(sorted(searched)) or 'none'})"
+                )
+            if key in condition:
+                raise SearchSpaceError(f"hydra.sweeper.conditions.{key} depends on itself")
+        if self.conditions and isinstance(self.sampler, functools.partial):
+            raise SearchSpaceError(
+                "hydra.sweeper.conditions: the grid sampler tries every combination: expected "
+                "no conditions with hydra/sweeper/sampler=grid"
+            )
+
+    def _suggest(self, trial: optuna.Trial, params: list[Param], fixed: dict[str, str]) -> None:
+        """Sample the trial's params, define-by-run: a param with a condition
+        (`hydra.sweeper.conditions`) only where the keys it names, sampled in this trial, fixed
+        on the command line or in the config, hold one of the listed values (momentum only for
+        optimizers that use it). A param left out is not a dimension of the sampler's model for
+        that trial, and the job keeps the config's value."""
+        by_key = {p.key: p for p in params}
+        values: dict[str, Any] = {}  # config key -> value, for the params decided so far
+        pending = list(params)
+        while pending:
+            ready = [
+                p
+                for p in pending
+                if not any(k in by_key and k not in values for k in self.conditions.get(p.key, {}))
+            ]
+            if not ready:
+                raise SearchSpaceError(
+                    "hydra.sweeper.conditions form a cycle: "
+                    + ", ".join(sorted(p.key for p in pending))
+                )
+            for p in ready:
+                pending.remove(p)
+                if self._condition_holds(p.key, values, fixed):
+                    values[p.key] = p.value(trial._suggest(p.name, p.distribution))
+                else:
+                    values[p.key] = _SKIPPED
+
+    def _condition_holds(self, key: str, values: dict[str, Any], fixed: dict[str, str]) -> bool:
+        for other, allowed in self.conditions.get(key, {}).items():
+            if other in values:
+                value = values[other]
+            elif other in fixed:
+                value = fixed[other]
+            elif other in self.config.hydra.runtime.choices:
+                value = self.config.hydra.runtime.choices[other]
+            else:
+                value = OmegaConf.select(self.config, other, default=None)
+            if value is _SKIPPED or str(value) not in {str(a) for a in allowed}:
+                return False
+        return True
+
     def _trial_overrides(
         self, study: optuna.Study, trial: optuna.Trial, params: list[Param], fixed: dict[str, str]
     ) -> list[str]:
-        for p in params:
-            trial._suggest(p.name, p.distribution)
+        self._suggest(trial, params, fixed)
         if self.custom_search_space:
             self.custom_search_space(self.config, trial)
         by_name = {p.name: p for p in params}
@@ -375,7 +482,7 @@ class HypersweepSweeper(Sweeper):
         for name, value in trial.params.items():
             p = by_name.get(name)
             overrides.append(p.override(value) if p else f"{name}={value!r}")
-        trial.set_user_attr("scales", {p.key: p.scale for p in params})
+        trial.set_user_attr("scales", {p.key: p.scale for p in params if p.name in trial.params})
         env = {
             TRIAL_ENV: str(trial._trial_id),
             STUDY_ENV: study.study_name,
@@ -507,6 +614,13 @@ class HypersweepSweeper(Sweeper):
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
         return results
+
+
+_SKIPPED = object()  # a param whose condition did not hold in a trial
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
