@@ -5,8 +5,12 @@ import gc
 import hydra
 from omegaconf import DictConfig
 
+from hypersweep.hydra_compat import main_kwargs
+from hypersweep.trust import BUILTIN
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+
+# On Hydra 1.4, `instantiate()` calls only the trusted targets (hypersweep.trust).
+@hydra.main(config_path="conf", config_name="config", **main_kwargs(BUILTIN))
 def main(cfg: DictConfig) -> float:
     from hypersweep.job import main as run_job  # torch loads here: --help, --cfg stay quick
 

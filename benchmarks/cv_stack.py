@@ -21,6 +21,7 @@ from omegaconf import open_dict
 
 from hypersweep.data import load_folds
 from hypersweep.fit import EarlyStopping, StackedMembers, fit_members
+from hypersweep.hydra_compat import initialize_kwargs
 from hypersweep.job import _members
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -65,7 +66,7 @@ def main() -> None:
     os.environ.setdefault("HYPERSWEEP_CACHE_DIR", str(Path.home() / ".cache" / "hypersweep"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     print(f"{'case':44s} {'one by one ms':>14s} {'stacked ms':>11s} {'speed-up':>9s}")
-    with initialize_config_dir(str(CONF), version_base="1.3"):
+    with initialize_config_dir(str(CONF), **initialize_kwargs()):
         for name, overrides in CASES.items():
             cfg = compose("config", overrides=["data=digits", "data.cv_folds=3", *overrides])
             times: dict[bool, list[float]] = {False: [], True: []}

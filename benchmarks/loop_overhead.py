@@ -23,21 +23,24 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
+from hypersweep import trust
 from hypersweep.data import Splits, load
 from hypersweep.fit import EarlyStopping, evaluate, fit, loss_function
+from hypersweep.hydra_compat import initialize_kwargs
 from hypersweep.optim import build_optimizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def build(overrides: list[str], device: torch.device):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
+    with initialize_config_dir(str(CONF), **initialize_kwargs()):
         cfg = compose("config", overrides=overrides)
     data = load(cfg.data).to(device)
     torch.manual_seed(0)
-    model = instantiate(cfg.model, input_shape=data.input_shape, output_size=data.output_size)
+    model = trust.instantiate(
+        cfg.model, trust.BUILTIN, input_shape=data.input_shape, output_size=data.output_size
+    )
     return cfg, data, model.to(device)
 
 
@@ -53,8 +56,10 @@ def run_ours(
 
     from hypersweep.tracking import JobRun, experiment_id, flatten
 
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.regularization.l2)
-    scheduler = instantiate(cfg.scheduler)(optimizer)
+    optimizer = build_optimizer(
+        trust.instantiate(cfg.optimizer, trust.BUILTIN), model, cfg.regularization.l2
+    )
+    scheduler = trust.instantiate(cfg.scheduler, trust.BUILTIN)(optimizer)
     exp = experiment_id(tracking_uri, "bench", None)
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     with JobRun(tracking_uri, exp, "bench", {}, params) as run:

@@ -21,6 +21,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from hypersweep.hydra_compat import initialize_kwargs
+
 ROOT = Path(__file__).resolve().parents[1]
 # Dataset splits cached by the tests' processes go to a temporary dir, not the user's ~/.cache.
 if "HYPERSWEEP_CACHE_DIR" not in os.environ:
@@ -39,7 +41,7 @@ TINY = [
 
 def compose_cfg(overrides: list[str], hydra_config: bool = False) -> DictConfig:
     GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
+    with initialize_config_dir(str(CONF), **initialize_kwargs()):
         return compose("config", overrides=overrides, return_hydra_config=hydra_config)
 
 

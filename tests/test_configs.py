@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
+from hypersweep import trust
 from hypersweep.config import validate
 from hypersweep.data import load
 from hypersweep.optim import build_optimizer
@@ -47,11 +47,15 @@ def test_option_composes_validates_and_builds(group, option, tmp_path):
     validate(cfg)
     splits = load(cfg.data)
     assert len(splits.x_train) > len(splits.x_val) > 0 and len(splits.x_test) > 0
-    model = instantiate(cfg.model, input_shape=splits.input_shape, output_size=splits.output_size)
+    model = trust.instantiate(
+        cfg.model, trust.BUILTIN, input_shape=splits.input_shape, output_size=splits.output_size
+    )
     out = model(splits.x_train[:4])
     assert out.shape == (4, splits.output_size)
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.regularization.l2)
-    scheduler = instantiate(cfg.scheduler)(optimizer)
+    optimizer = build_optimizer(
+        trust.instantiate(cfg.optimizer, trust.BUILTIN), model, cfg.regularization.l2
+    )
+    scheduler = trust.instantiate(cfg.scheduler, trust.BUILTIN)(optimizer)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.lr)
     assert hasattr(scheduler, "step")
 
@@ -75,8 +79,10 @@ def test_top_level_momentum_is_the_first_moment_of_momentum_optimizers():
 
 def test_l2_decays_weights_but_not_biases():
     cfg = compose_cfg(["regularization=all", "data=iris"])
-    model = instantiate(cfg.model, input_shape=(4,), output_size=3)
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.regularization.l2)
+    model = trust.instantiate(cfg.model, trust.BUILTIN, input_shape=(4,), output_size=3)
+    optimizer = build_optimizer(
+        trust.instantiate(cfg.optimizer, trust.BUILTIN), model, cfg.regularization.l2
+    )
     decayed, plain = optimizer.param_groups
     assert decayed["weight_decay"] == cfg.regularization.l2 > 0
     assert plain["weight_decay"] == 0.0
@@ -86,8 +92,8 @@ def test_l2_decays_weights_but_not_biases():
 
 def test_without_l2_all_parameters_share_one_group():
     cfg = compose_cfg(["regularization=none", "data=iris"])
-    model = instantiate(cfg.model, input_shape=(4,), output_size=3)
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, 0.0)
+    model = trust.instantiate(cfg.model, trust.BUILTIN, input_shape=(4,), output_size=3)
+    optimizer = build_optimizer(trust.instantiate(cfg.optimizer, trust.BUILTIN), model, 0.0)
     (group,) = optimizer.param_groups
     assert len(group["params"]) == len(list(model.parameters()))
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 
+from hypersweep import trust
 from hypersweep.checkpoint import load_run_checkpoint
 from hypersweep.data import load, load_folds
 from hypersweep.fit import EarlyStopping, Member, fit, fit_members, refit
@@ -72,9 +72,15 @@ def test_regression_folds_scale_targets_on_their_own_training_rows():
 
 def _member(cfg, data):
     torch.manual_seed(cfg.trainer.seed)
-    model = instantiate(cfg.model, input_shape=data.input_shape, output_size=data.output_size)
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.regularization.l2)
-    return Member(model, optimizer, instantiate(cfg.scheduler)(optimizer), data)
+    model = trust.instantiate(
+        cfg.model, trust.BUILTIN, input_shape=data.input_shape, output_size=data.output_size
+    )
+    optimizer = build_optimizer(
+        trust.instantiate(cfg.optimizer, trust.BUILTIN), model, cfg.regularization.l2
+    )
+    return Member(
+        model, optimizer, trust.instantiate(cfg.scheduler, trust.BUILTIN)(optimizer), data
+    )
 
 
 def test_lockstep_folds_train_exactly_as_separate_fits_and_report_their_mean():

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
+from hypersweep import trust
 from hypersweep.data import Splits, load
 from hypersweep.fit import EarlyStopping, evaluate, fit
 from hypersweep.optim import build_optimizer
@@ -41,9 +41,13 @@ def _build(*overrides: str):
     cfg = compose_cfg([*TINY, *overrides])
     data = load(cfg.data)
     torch.manual_seed(cfg.trainer.seed)
-    model = instantiate(cfg.model, input_shape=data.input_shape, output_size=data.output_size)
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.regularization.l2)
-    scheduler = instantiate(cfg.scheduler)(optimizer)
+    model = trust.instantiate(
+        cfg.model, trust.BUILTIN, input_shape=data.input_shape, output_size=data.output_size
+    )
+    optimizer = build_optimizer(
+        trust.instantiate(cfg.optimizer, trust.BUILTIN), model, cfg.regularization.l2
+    )
+    scheduler = trust.instantiate(cfg.scheduler, trust.BUILTIN)(optimizer)
     return cfg, data, model, optimizer, scheduler
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
+from hypersweep import trust
 from hypersweep.data import load_folds
 from hypersweep.fit import EarlyStopping, Member, StackedMembers, evaluate, fit, fit_members
 from hypersweep.models import CNN, MLP
@@ -70,17 +70,35 @@ def _stacked_member(cfg, folds):
     models = []
     for f in folds:
         torch.manual_seed(cfg.trainer.seed)
-        models.append(instantiate(cfg.model, input_shape=f.input_shape, output_size=f.output_size))
+        models.append(
+            trust.instantiate(
+                cfg.model, trust.BUILTIN, input_shape=f.input_shape, output_size=f.output_size
+            )
+        )
     stacked = Stacked(models)
-    optimizer = build_optimizer(instantiate(cfg.optimizer), stacked, cfg.regularization.l2)
-    return StackedMembers(stacked, optimizer, instantiate(cfg.scheduler)(optimizer), folds, models)
+    optimizer = build_optimizer(
+        trust.instantiate(cfg.optimizer, trust.BUILTIN), stacked, cfg.regularization.l2
+    )
+    return StackedMembers(
+        stacked,
+        optimizer,
+        trust.instantiate(cfg.scheduler, trust.BUILTIN)(optimizer),
+        folds,
+        models,
+    )
 
 
 def _alone(cfg, data):
     torch.manual_seed(cfg.trainer.seed)
-    model = instantiate(cfg.model, input_shape=data.input_shape, output_size=data.output_size)
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.regularization.l2)
-    return Member(model, optimizer, instantiate(cfg.scheduler)(optimizer), data)
+    model = trust.instantiate(
+        cfg.model, trust.BUILTIN, input_shape=data.input_shape, output_size=data.output_size
+    )
+    optimizer = build_optimizer(
+        trust.instantiate(cfg.optimizer, trust.BUILTIN), model, cfg.regularization.l2
+    )
+    return Member(
+        model, optimizer, trust.instantiate(cfg.scheduler, trust.BUILTIN)(optimizer), data
+    )
 
 
 @pytest.mark.parametrize(

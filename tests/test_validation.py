@@ -86,10 +86,30 @@ CASES = [
         "expected auto or max",
     ),
     (
-        ["model=mlp", "model._target_=no.such.Model"],
+        ["model=mlp", "model._target_=hypersweep.models.NoSuchModel"],
         "model._target_",
-        "no.such.Model",
+        "hypersweep.models.NoSuchModel",
         "importable",
+    ),
+    # only trusted code is called: torch.optim, hypersweep, Optuna, and the modules listed
+    (["model._target_=os.system"], "model._target_", "'os.system'", "not a trusted target"),
+    (
+        ["optimizer._target_=builtins.eval"],
+        "optimizer._target_",
+        "'builtins.eval'",
+        "hypersweep.trusted_targets",
+    ),
+    (
+        ["model._target_=mypackage.Net", "hypersweep.trusted_targets=[mypackage.models]"],
+        "model._target_",
+        "'mypackage.Net'",
+        "not a trusted target",
+    ),
+    (
+        ["hypersweep.trusted_targets=mypackage"],
+        "hypersweep.trusted_targets",
+        "'mypackage'",
+        "a list of module names",
     ),
 ]
 

@@ -20,16 +20,17 @@ def default_tracking_uri() -> str:
 
 
 def best(args: argparse.Namespace) -> int:
-    from hypersweep import selection
+    from hypersweep import selection, trust
     from hypersweep.tracking import mlflow_client
 
+    trusted = trust.patterns(args.trust)
     client = mlflow_client(args.tracking_uri)
     runs = selection.find_runs(client, args.experiment, args.sweep)
     ranking = selection.rank(runs, args.metric)
     print(f"{len(ranking.runs)} runs ranked by {ranking.metric} ({ranking.mode}):")
     print(selection.table(ranking, args.top))
     winner = ranking.runs[0]
-    metrics, new = selection.test_once(client, args.tracking_uri, winner)
+    metrics, new = selection.test_once(client, args.tracking_uri, winner, trusted)
     shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
     print(
         f"\nbest run {winner.info.run_id}: {ranking.metric}="
@@ -44,18 +45,21 @@ def best(args: argparse.Namespace) -> int:
         version = registered.split("/")[-1]
         print(f"already registered as {name} version {version}")
     else:
-        version = selection.register(args.tracking_uri, winner, name)
+        version = selection.register(args.tracking_uri, winner, name, trusted)
         print(f"registered {name} version {version} as @{selection.CHAMPION}")
     print(f'load it with mlflow.pytorch.load_model("models:/{name}@{selection.CHAMPION}")')
     return 0
 
 
 def reproduce(args: argparse.Namespace) -> int:
-    """Re-run a run from its stored resolved config (not from today's conf/)."""
+    """Re-run a run from its stored resolved config (not from today's conf/). The config may
+    come from a shared server: it does not extend the trusted targets (`--trust` does)."""
     import hydra
     import yaml
     from mlflow.artifacts import download_artifacts
 
+    from hypersweep import trust
+    from hypersweep.hydra_compat import main_kwargs
     from hypersweep.job import main as run_job
     from hypersweep.tracking import mlflow_client
 
@@ -73,6 +77,7 @@ def reproduce(args: argparse.Namespace) -> int:
                 )
             ).read_text()
         )
+        config["hypersweep"] = {**config.get("hypersweep", {}), "trusted_targets": args.trust}
         config["tracking"]["uri"] = args.tracking_uri
         config["tracking"]["experiment"] = experiment
         config["defaults"] = ["_self_"]
@@ -85,10 +90,22 @@ def reproduce(args: argparse.Namespace) -> int:
         (conf_dir / "reproduce.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         os.environ[REPRODUCED_FROM_ENV] = args.run_id
         sys.argv = ["hypersweep reproduce", *args.overrides]
-        hydra.main(config_path=str(conf_dir), config_name="reproduce", version_base="1.3")(
+        whitelist = trust.patterns(args.trust)
+        hydra.main(config_path=str(conf_dir), config_name="reproduce", **main_kwargs(whitelist))(
             run_job
         )()
     return 0
+
+
+def _trust_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module whose classes the stored config may name as _target_ (your model's), "
+        "besides torch.optim, hypersweep and Optuna; repeatable",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,10 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
     p.add_argument("--name", help="registered model name (default: <data>-<model>)")
     p.add_argument("--no-register", action="store_true", help="test, but do not register")
+    _trust_option(p)
     p.set_defaults(func=best)
     p = sub.add_parser("reproduce", help="re-run a run from its stored config")
     p.add_argument("run_id")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides (changes the run)")
+    _trust_option(p)
     p.set_defaults(func=reproduce)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

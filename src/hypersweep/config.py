@@ -13,6 +13,9 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from hypersweep.errors import ConfigError
+from hypersweep.hydra_compat import register_resolver
+
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "tanh", "sigmoid", "gelu")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -21,17 +24,11 @@ INPUT_KINDS = ("tabular", "image", "sequence")
 RNN_CELLS = ("lstm", "gru", "rnn")
 
 
-class ConfigError(ValueError):
-    """A config value that is not allowed; the message is one line: key, value, what is allowed."""
-
-
 def register_resolvers() -> None:
     # Paths in the config are made absolute from where the command runs, so that jobs in other
     # processes or working directories reach the same stores.
-    if not OmegaConf.has_resolver("hs.abspath"):
-        OmegaConf.register_new_resolver("hs.abspath", lambda p: os.path.abspath(str(p)))
-    if not OmegaConf.has_resolver("hs.mode"):
-        OmegaConf.register_new_resolver("hs.mode", monitor_mode)
+    register_resolver("hs.abspath", lambda p: os.path.abspath(str(p)))
+    register_resolver("hs.mode", monitor_mode)
 
 
 def metric_names(task: str) -> tuple[str, ...]:
@@ -178,6 +175,9 @@ def _value(cfg: DictConfig, key: str) -> Any:
 
 def validate(cfg: DictConfig) -> None:
     """Check every value of a composed job config; raise ConfigError on the first bad one."""
+    from hypersweep import trust
+
+    trust.check(cfg, trust.patterns(trust.user_modules(cfg)))  # before anything is imported
     _check_top_level(cfg)  # before the optimizer, which interpolates lr and momentum
     for group, checks in GROUP_CHECKS.items():
         if group not in cfg:

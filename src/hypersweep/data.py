@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from hypersweep.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Splits:
@@ -100,8 +102,6 @@ def _csv(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
 
     frame = pd.read_csv(cfg.path)
     if cfg.target not in frame.columns:
-        from hypersweep.config import ConfigError
-
         raise ConfigError(
             f"data.target={cfg.target!r} is not a column of {cfg.path}: "
             f"expected one of {', '.join(map(str, frame.columns))}"
@@ -220,7 +220,6 @@ def _split(cfg: DictConfig) -> dict[str, np.ndarray]:
 
 
 def _folds(cfg: DictConfig, y: np.ndarray, classification: bool):
-    from hypersweep.config import ConfigError
 
     k = cfg.cv_folds
     if classification:

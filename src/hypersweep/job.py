@@ -7,21 +7,20 @@ import logging
 import math
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hypersweep import data as data_module
-from hypersweep import tracking
+from hypersweep import tracking, trust
 from hypersweep.checkpoint import save_checkpoint
 from hypersweep.cli import REPRODUCED_FROM_ENV
 from hypersweep.config import ConfigError, metric_mode, objective_metric, validate
 from hypersweep.data import Splits
+from hypersweep.errors import exit_with
 from hypersweep.fit import (
     EarlyStopping,
     FitResult,
@@ -57,8 +56,7 @@ def main(cfg: DictConfig) -> float:
     try:
         return run(cfg)
     except ConfigError as e:
-        print(f"hypersweep: error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        raise exit_with(e) from None
 
 
 def run(cfg: DictConfig) -> float:
@@ -217,7 +215,9 @@ def _model(cfg: DictConfig, data: Splits, warm: dict | None) -> torch.nn.Module:
     """A freshly initialized model (the training seed: every fold starts from the same weights,
     or from the warm-start checkpoint's)."""
     torch.manual_seed(cfg.trainer.seed)
-    model = instantiate(cfg.model, input_shape=data.input_shape, output_size=data.output_size)
+    model = trust.instantiate(
+        cfg.model, _trusted(cfg), input_shape=data.input_shape, output_size=data.output_size
+    )
     model = model.to(data.x_train.device)
     if warm is not None:
         _warm_start(model, warm, str(cfg.resume_from))
@@ -225,8 +225,15 @@ def _model(cfg: DictConfig, data: Splits, warm: dict | None) -> torch.nn.Module:
 
 
 def _optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Scheduler]:
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.regularization.l2)
-    return optimizer, instantiate(cfg.scheduler)(optimizer)
+    trusted = _trusted(cfg)
+    optimizer = build_optimizer(
+        trust.instantiate(cfg.optimizer, trusted), model, cfg.regularization.l2
+    )
+    return optimizer, trust.instantiate(cfg.scheduler, trusted)(optimizer)
+
+
+def _trusted(cfg: DictConfig) -> tuple[str, ...]:
+    return trust.patterns(trust.user_modules(cfg))
 
 
 def _member(cfg: DictConfig, data: Splits, warm: dict | None) -> Member:

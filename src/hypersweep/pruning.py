@@ -12,7 +12,8 @@ import math
 import os
 
 import optuna
-from hydra.utils import instantiate
+
+from hypersweep import trust
 
 TRIAL_ENV = "HYPERSWEEP_TRIAL_ID"
 STUDY_ENV = "HYPERSWEEP_STUDY"
@@ -49,7 +50,12 @@ def live_or_loaded_study(storage_spec: str, name: str) -> optuna.Study:
         # The sweeper leaves its pruner's config on the study: a job in another process must
         # prune with the same rule, not with load_study's default MedianPruner.
         pruner_cfg = optuna.load_study(study_name=name, storage=storage).user_attrs.get("pruner")
-        pruner = instantiate(pruner_cfg) if pruner_cfg else optuna.pruners.NopPruner()
+        # a shared study's stored config names only Optuna's pruners
+        pruner = (
+            trust.instantiate(pruner_cfg, trust.SEARCH)
+            if pruner_cfg
+            else optuna.pruners.NopPruner()
+        )
         _LIVE[key] = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
     return _LIVE[key]
 

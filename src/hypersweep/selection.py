@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from hypersweep import trust
 from hypersweep.analysis import varying_params
 from hypersweep.checkpoint import load_run_checkpoint
 from hypersweep.config import metric_mode, objective_metric
@@ -118,22 +118,33 @@ def table(ranking: Ranking, top: int) -> str:
     )
 
 
-def rebuild_model(checkpoint: dict[str, Any]) -> tuple[torch.nn.Module, Splits]:
-    """The checkpoint's model with its best weights, and its data split (on CPU)."""
+def rebuild_model(
+    checkpoint: dict[str, Any], trusted: tuple[str, ...] = trust.BUILTIN
+) -> tuple[torch.nn.Module, Splits]:
+    """The checkpoint's model with its best weights, and its data split (on CPU). A config read
+    back from the store names only `trusted` targets (the built-ins and `--trust` modules)."""
     cfg = OmegaConf.create(checkpoint["config"])
+    try:
+        trust.check(cfg, trusted, hint=", or pass --trust MODULE")
+    except trust.ConfigError as e:
+        raise SelectionError(str(e)) from None
     data = load(cfg.data)
-    model = instantiate(cfg.model, input_shape=data.input_shape, output_size=data.output_size)
+    model = trust.instantiate(
+        cfg.model, trusted, input_shape=data.input_shape, output_size=data.output_size
+    )
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), data
 
 
-def test_once(client: Any, tracking_uri: str, run: Any) -> tuple[dict[str, float], bool]:
+def test_once(
+    client: Any, tracking_uri: str, run: Any, trusted: tuple[str, ...] = trust.BUILTIN
+) -> tuple[dict[str, float], bool]:
     """Evaluate a run's best checkpoint on its untouched test split and log test_*; a run that
     already has test metrics is not evaluated again. Returns (metrics, newly tested)."""
     done = {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
     if done:
         return done, False
-    model, data = rebuild_model(load_run_checkpoint(tracking_uri, run.info.run_id))
+    model, data = rebuild_model(load_run_checkpoint(tracking_uri, run.info.run_id), trusted)
     result = evaluate(model, data.x_test, data.y_test, data.task, data.y_scale)
     metrics = {f"test_{k}": float(v) for k, v in result.items()}
     for key, value in metrics.items():
@@ -141,13 +152,15 @@ def test_once(client: Any, tracking_uri: str, run: Any) -> tuple[dict[str, float
     return metrics, True
 
 
-def register(tracking_uri: str, run: Any, name: str) -> int:
+def register(
+    tracking_uri: str, run: Any, name: str, trusted: tuple[str, ...] = trust.BUILTIN
+) -> int:
     """Log the run's best model as an MLflow PyTorch model (signature, input example) and
     register it under `name` with the alias `champion`. Returns the model version."""
     import mlflow
     from mlflow.models import infer_signature
 
-    model, data = rebuild_model(load_run_checkpoint(tracking_uri, run.info.run_id))
+    model, data = rebuild_model(load_run_checkpoint(tracking_uri, run.info.run_id), trusted)
     example = data.x_test[:5].numpy().astype(np.float32)
     with torch.no_grad():
         output = model(torch.from_numpy(example)).numpy()

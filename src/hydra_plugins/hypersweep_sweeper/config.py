@@ -8,10 +8,10 @@ persistent `storage` by default, `objective_attrs`, `coarse_to_fine`.
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 import hypersweep  # noqa: F401  (registers the hs.* resolvers used below)
+from hypersweep.hydra_compat import store
 
 # Journal file shared by all studies on this machine; any SQLAlchemy URL works instead.
 DEFAULT_STORAGE = "${hs.abspath:multirun/optuna.journal}"
@@ -153,6 +153,9 @@ class CoarseToFineConfig:
 @dataclass
 class HypersweepSweeperConf:
     _target_: str = "hydra_plugins.hypersweep_sweeper.sweeper.HypersweepSweeper"
+    # The sweeper builds its sampler and pruner itself, from trusted targets only, on both
+    # Hydra lines (1.4 no longer instantiates a plugin's nested configs; 1.3 would, unchecked).
+    _recursive_: bool = False
     defaults: list[Any] = field(
         default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": "none"}]
     )
@@ -183,10 +186,12 @@ class HypersweepSweeperConf:
     conditions: dict[str, Any] = field(default_factory=dict)
 
 
-_store = ConfigStore.instance()
-_store.store(
-    group="hydra/sweeper", name="hypersweep", node=HypersweepSweeperConf, provider="hypersweep"
-)
+store("hydra/sweeper", "hypersweep", HypersweepSweeperConf, provider="hypersweep")
+# hydra-optuna-sweeper registers the same sampler names. Ours replace its nodes deliberately
+# (Hydra 1.4's replace=True): they build the same Optuna samplers from a superset of its keys,
+# so its sweeper runs with them unchanged, and `motpe` becomes TPE (which handles several
+# objectives) instead of its removal error. Hydra imports plugins in name order, so ours come
+# after its (hydra_optuna_sweeper < hypersweep_sweeper).
 for _name, _node in {
     "tpe": TPESamplerConfig,
     "random": RandomSamplerConfig,
@@ -197,7 +202,7 @@ for _name, _node in {
     "motpe": MOTPESamplerConfig,
     "grid": GridSamplerConfig,
 }.items():
-    _store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="hypersweep")
+    store("hydra/sweeper/sampler", _name, _node, provider="hypersweep", replace=True)
 for _name, _node in {
     "none": NopPrunerConfig,
     "median": MedianPrunerConfig,
@@ -205,4 +210,4 @@ for _name, _node in {
     "successive_halving": SuccessiveHalvingPrunerConfig,
     "hyperband": HyperbandPrunerConfig,
 }.items():
-    _store.store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="hypersweep")
+    store("hydra/sweeper/pruner", _name, _node, provider="hypersweep")

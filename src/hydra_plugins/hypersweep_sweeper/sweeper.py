@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -33,8 +32,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from hypersweep import trust
 from hypersweep.compose_cache import share_parsed_configs
 from hypersweep.config import metric_mode, objective_metric, study_direction
+from hypersweep.errors import ConfigError, exit_with
 from hypersweep.pruning import (
     STORAGE_ENV,
     STUDY_ENV,
@@ -145,15 +146,17 @@ class HypersweepSweeper(Sweeper):
         coarse_to_fine: DictConfig | None = None,
         conditions: DictConfig | None = None,
     ) -> None:
-        self.sampler = sampler
-        self.pruner = pruner
+        self.sampler_cfg, self.pruner_cfg = sampler, pruner  # built in sweep(): trusted only
+        self.sampler: Any = None
+        self.pruner: Any = None
         self.directions: list[str] = []  # set in setup(): the default follows the job's monitor
         self.storage_spec = storage
         self.study_name = study_name
         self.n_trials = n_trials
         self.n_jobs = n_jobs
         self.max_failure_rate = max_failure_rate
-        self.custom_search_space = get_method(custom_search_space) if custom_search_space else None
+        self.custom_search_space_path = custom_search_space
+        self.custom_search_space: Any = None
         self.objective_attrs = list(objective_attrs) if objective_attrs else None
         self.stages = int(coarse_to_fine.stages) if coarse_to_fine else 1
         self.top_fraction = float(coarse_to_fine.top_fraction) if coarse_to_fine else 0.25
@@ -174,6 +177,22 @@ class HypersweepSweeper(Sweeper):
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
 
     # -- checks -----------------------------------------------------------------------------
+    def _build(self) -> None:
+        """The sampler and pruner from their configs, and the custom search-space function:
+        only trusted targets (Optuna's samplers and pruners, this plugin's factories, and the
+        config's `hypersweep.trusted_targets` for the search-space function)."""
+        self.sampler = trust.instantiate(self.sampler_cfg, trust.SEARCH)
+        self.pruner = trust.instantiate(self.pruner_cfg, trust.SEARCH) if self.pruner_cfg else None
+        if self.custom_search_space_path:
+            path = self.custom_search_space_path
+            trusted = trust.patterns(trust.user_modules(self.config))
+            if not trust.allowed(path, trusted):
+                raise SearchSpaceError(
+                    f"hydra.sweeper.custom_search_space={path!r} is not a trusted target: "
+                    "expected a function in a module listed in hypersweep.trusted_targets"
+                )
+            self.custom_search_space = get_method(path)
+
     def _check(self) -> None:
         for d in self.directions:
             if d not in ("minimize", "maximize"):
@@ -250,12 +269,10 @@ class HypersweepSweeper(Sweeper):
             results = self._sweep(arguments)
             ended = True
             return results
-        except SearchSpaceError as e:
-            print(f"hypersweep: error: {e}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
+        except (SearchSpaceError, ConfigError) as e:
+            raise exit_with(e) from None
         except SweepFailed as e:
-            print(f"hypersweep: sweep stopped: {e}", file=sys.stderr, flush=True)
-            raise SystemExit(1) from None
+            raise exit_with(e, status=1, what="sweep stopped") from None
         finally:
             # A pool of workers: let them stop (the sweep's analysis runs meanwhile), or stop
             # them now when the sweep did not end, whatever they were doing.
@@ -263,6 +280,7 @@ class HypersweepSweeper(Sweeper):
                 self.launcher.shutdown(terminate=not ended)
 
     def _sweep(self, arguments: list[str]) -> Any:
+        self._build()
         self._check()
         params, fixed = parse(search_arguments(self.config.hydra.sweeper, arguments))
         for key in fixed:
