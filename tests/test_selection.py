@@ -7,6 +7,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+import yaml
 
 from conftest import hypersweep, train
 
@@ -108,7 +109,9 @@ def test_best_refuses_to_select_on_test_metrics(grid_sweep, tmp_path, store):
         ["best", "--experiment", "grid", "--metric", "test_acc"], tmp_path, store["uri"]
     )
     assert result.returncode == 2
-    assert "select on validation metrics, never on test" in result.stderr
+    assert "select on a validation metric" in result.stderr and "never on training or test" in (
+        result.stderr
+    )
 
 
 def test_reproduce_gets_the_same_metrics(tmp_path, store, mlflow_client):
@@ -228,3 +231,28 @@ def test_a_run_is_outranked_only_by_a_finished_run_with_a_model_that_ranks_above
     assert outranked_by(0.9, 0.4) == good  # the same metric, a higher loss: below
     assert outranked_by(0.8, 0.1 if monitor == "val_acc" else 0.5) == good
     assert outranked_by(0.95, 0.35 if monitor == "val_acc" else 0.2) is None
+
+
+def test_reproduce_refuses_a_stored_config_that_names_untrusted_code(
+    tmp_path, store, mlflow_client
+):
+    # A config.yaml on a shared server, edited to call os.system and to trust `os` itself.
+    result = train(["trainer.max_epochs=1", "tracking.experiment=single"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (source,) = runs_of(mlflow_client, "single")
+    config = yaml.safe_load((Path(source.data.tags["output_dir"]) / "config.yaml").read_text())
+    config["model"]["_target_"] = "os.system"
+    config["hypersweep"]["trusted_targets"] = ["os"]
+    tampered = tmp_path / "tampered" / "config.yaml"
+    tampered.parent.mkdir()
+    tampered.write_text(yaml.safe_dump(config))
+    mlflow_client.log_artifact(source.info.run_id, str(tampered))
+    again = hypersweep(["reproduce", source.info.run_id], tmp_path, store["uri"])
+    assert again.returncode == 2
+    lines = [line for line in again.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "hypersweep: error: model._target_='os.system' is not a trusted target: expected one "
+        "under torch.optim, hypersweep, optuna.samplers, optuna.pruners, "
+        "hydra_plugins.hypersweep_sweeper, or a module listed in hypersweep.trusted_targets"
+    ], again.stderr[-2000:]
+    assert [r.info.run_id for r in runs_of(mlflow_client, "single")] == [source.info.run_id]
