@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from hypersweep import trust
 from hypersweep.checkpoint import load_run_checkpoint
 from hypersweep.data import load, load_folds
-from hypersweep.fit import EarlyStopping, Member, fit, fit_members, refit
-from hypersweep.optim import build_optimizer
+from hypersweep.fit import EarlyStopping, fit, fit_members, refit
+from hypersweep.job import _member as job_member
 
 from conftest import TINY, compose_cfg, hypersweep, train
 
@@ -71,16 +70,7 @@ def test_regression_folds_scale_targets_on_their_own_training_rows():
 
 
 def _member(cfg, data):
-    torch.manual_seed(cfg.trainer.seed)
-    model = trust.instantiate(
-        cfg.model, trust.BUILTIN, input_shape=data.input_shape, output_size=data.output_size
-    )
-    optimizer = build_optimizer(
-        trust.instantiate(cfg.optimizer, trust.BUILTIN), model, cfg.regularization.l2
-    )
-    return Member(
-        model, optimizer, trust.instantiate(cfg.scheduler, trust.BUILTIN)(optimizer), data
-    )
+    return job_member(cfg, data, None)  # as a job builds it: seeded model, optimizer, schedule
 
 
 def test_lockstep_folds_train_exactly_as_separate_fits_and_report_their_mean():

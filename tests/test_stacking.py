@@ -9,7 +9,8 @@ from torch import nn
 
 from hypersweep import trust
 from hypersweep.data import load_folds
-from hypersweep.fit import EarlyStopping, Member, StackedMembers, evaluate, fit, fit_members
+from hypersweep.fit import EarlyStopping, StackedMembers, evaluate, fit, fit_members
+from hypersweep.job import _member as job_member
 from hypersweep.models import CNN, MLP
 from hypersweep.optim import build_optimizer
 from hypersweep.stacking import Stacked
@@ -89,16 +90,7 @@ def _stacked_member(cfg, folds):
 
 
 def _alone(cfg, data):
-    torch.manual_seed(cfg.trainer.seed)
-    model = trust.instantiate(
-        cfg.model, trust.BUILTIN, input_shape=data.input_shape, output_size=data.output_size
-    )
-    optimizer = build_optimizer(
-        trust.instantiate(cfg.optimizer, trust.BUILTIN), model, cfg.regularization.l2
-    )
-    return Member(
-        model, optimizer, trust.instantiate(cfg.scheduler, trust.BUILTIN)(optimizer), data
-    )
+    return job_member(cfg, data, None)  # as a job builds it: seeded model, optimizer, schedule
 
 
 @pytest.mark.parametrize(

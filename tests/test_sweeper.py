@@ -456,10 +456,10 @@ def test_the_study_the_parent_run_and_best_agree_whatever_the_monitor(
     # every trial's value is the run's validation score at its kept epoch
     for number, value in values.items():
         assert runs[number].data.metrics[f"best_{objective}"] == pytest.approx(value)
-    assert len(set(values.values())) == 3
     pick = max if objective == "val_acc" else min
-    best_number = pick(values, key=values.get)
-    assert results_file(tmp_path)["best_trial"] == best_number
+    best_number = results_file(tmp_path)["best_trial"]
+    assert values[best_number] == pick(values.values())
+    assert len(set(values.values())) > 1  # the direction decides which trial is best
     (parent,) = [
         r
         for r in mlflow_client.search_runs(

@@ -121,8 +121,12 @@ def run(cfg: DictConfig) -> float:
 
     progress = Progress(cfg.trainer.max_epochs, es.monitor)
     params = tracking.flatten(resolved)
-    for knob in _unused_knobs(cfg):  # params show what the run used: no β for plain SGD
-        params.pop(knob)
+    # Params show what the run used: no β for plain SGD. A reproduction's config is resolved
+    # (no interpolation left): it logs the knobs its source logged.
+    source = tracking.run_params(uri, reproduced_from) if reproduced_from else None
+    unused = [k for k in KNOBS if k not in source] if source is not None else _unused_knobs(cfg)
+    for knob in unused:
+        params.pop(knob, None)
     # Which option of each group the job used (`choice.optimizer=adam`): the column to compare.
     params.update(
         {
@@ -133,8 +137,8 @@ def run(cfg: DictConfig) -> float:
     )
     if reporter is not None:
         params.update(reporter.params())
-    if reproduced_from:  # a reproduction has no groups: keep the source's
-        params.update(tracking.choice_params(uri, reproduced_from))
+    if source is not None:  # a reproduction has no groups: keep the source's
+        params.update({k: v for k, v in source.items() if k.startswith("choice.")})
     if reporter is not None:
         reporter.attach_tracking(uri)
     with tracking.JobRun(uri, exp_id, run_name, tags, params) as job_run:

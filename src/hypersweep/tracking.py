@@ -147,10 +147,9 @@ def close_orphaned_runs(uri: str) -> list[str]:
     return closed
 
 
-def choice_params(uri: str, run_id: str) -> dict[str, str]:
-    """A run's `choice.<group>` params (which option of each config group it used)."""
-    params = mlflow_client(uri).get_run(run_id).data.params
-    return {k: v for k, v in params.items() if k.startswith("choice.")}
+def run_params(uri: str, run_id: str) -> dict[str, str]:
+    """A run's params."""
+    return dict(mlflow_client(uri).get_run(run_id).data.params)
 
 
 def selection_key(metrics: dict[str, float], metric: str, mode: str) -> tuple[float, float]:
