@@ -220,7 +220,6 @@ def _split(cfg: DictConfig) -> dict[str, np.ndarray]:
 
 
 def _folds(cfg: DictConfig, y: np.ndarray, classification: bool):
-
     k = cfg.cv_folds
     if classification:
         from sklearn.model_selection import StratifiedKFold

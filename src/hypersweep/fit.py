@@ -162,9 +162,9 @@ class _Epochs:
         self.n = n
         self.batch_size = min(batch_size, n)
         self.bounds = batch_bounds(n, batch_size)
-        self.rows_used = sum(end - start for start, end in self.bounds)  # every row: n
-        if self.rows_used != n or n == 0:
-            raise ValueError(f"an epoch would train {self.rows_used} of {n} training rows")
+        rows = sum(end - start for start, end in self.bounds)
+        if rows != n or n == 0:  # every epoch trains every row: its loss is the mean over n
+            raise ValueError(f"an epoch would train {rows} of {n} training rows")
         self.penalized = decayed_weights(member.model) if l1 > 0 else []
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         # fp16 needs loss scaling; elsewhere the scaler's bookkeeping is per-step overhead.
@@ -202,7 +202,7 @@ class _Epochs:
                 loss = self.loss_fn(model(xb).float(), yb)
             self._step(loss)
             loss_sum.add_(loss.detach(), alpha=end - start)  # one kernel, no host sync
-        return loss_sum / self.rows_used
+        return loss_sum / self.n
 
     def validate(self) -> dict[str, torch.Tensor]:
         data = self.member.data
@@ -282,7 +282,7 @@ class _StackedEpochs(_Epochs):
             losses = _row_losses(out, self.y[self.rows, idx], self.task).mean(dim=1)
             self._step(losses.sum())  # each member's gradient comes from its own loss
             loss_sum.add_(losses.detach(), alpha=end - start)
-        return loss_sum / self.rows_used
+        return loss_sum / self.n
 
     @torch.no_grad()
     def validate(self, chunk: int = 8192) -> dict[str, torch.Tensor]:
