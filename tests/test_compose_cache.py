@@ -29,7 +29,8 @@ JOBS = [
     ["scheduler=plateau", "+extra.key=2", "trainer.batch_size=64", "~data.standardize"],
     ["scheduler=plateau", "++extra.key=3", "hydra.job.chdir=true", "trainer.max_epochs=7"],
     # Choosing configs in other ways: each its own defaults list.
-    ["hydra/sweeper/sampler=random", "lr=0.5"],
+    # (a hydra group other than the sweeper's and launcher's: Hydra 1.4 lets no job change those)
+    ["hydra/job_logging=disabled", "lr=0.5"],
     ["~scheduler", "lr=0.6"],
     ["lr=0.7", "model.hidden_units=16"],
 ]

@@ -6,7 +6,8 @@ key=tag(log, interval(a, b))        log-uniform (int if both bounds are ints)
 key=tag(one_minus_log, interval(a, b))
                                     β with 1-β log-uniform in [1-b, 1-a]: momentum-like values,
                                     e.g. interval(0.9, 0.999) is β = 1 - 10^U(-3, -1)
-key=range(a, b[, step])             a, a+step, ... below b (Hydra's range: b excluded)
+key=range(a, b[, step])             a, a+step, ... short of b (Hydra's range: b excluded; a
+                                    negative step counts down), as hydra-optuna-sweeper 1.4
 key=choice(x, y, ...) or key=x,y    categorical
 key=value                           fixed
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -99,40 +102,62 @@ def _interval(key: str, sweep: IntervalSweep, text: str) -> Param:
     return Param(key, key, FloatDistribution(float(low), float(high)), "uniform")
 
 
-def _range(key: str, sweep: RangeSweep, text: str) -> Param:
-    start, stop, step = sweep.start, sweep.stop, sweep.step
-    if not step or step <= 0 or stop <= start:
-        raise SearchSpaceError(f"{key}={text}: range needs start < stop and a step > 0")
-    count = math.ceil((stop - start) / step - 1e-9)  # Hydra's range excludes stop
-    last = start + (count - 1) * step
-    if all(isinstance(v, int) for v in (start, stop, step)):
-        return Param(key, key, IntDistribution(start, last, step=step), "range")
-    return Param(key, key, FloatDistribution(float(start), float(last), step=float(step)), "range")
+def _range(key: str, override: Override, sweep: RangeSweep, text: str) -> Param:
+    """The values Hydra's range yields (stop excluded, a negative step counts down), as one
+    discrete distribution from the lowest to the highest, as hydra-optuna-sweeper 1.4 maps it;
+    counted, not enumerated. Where Hydra transforms the values (`shuffle`, or 1.4's `int()`,
+    `float()` around a range), or a float step is not exact in floating point, the values
+    themselves are the choices."""
+    if sweep.shuffle or getattr(sweep, "transformers", None):
+        return _choice(key, override, text)
+    start, stop, step = (Decimal(str(v)) for v in (sweep.start, sweep.stop, sweep.step))
+    if step == 0:
+        raise SearchSpaceError(f"{key}={text}: range needs a nonzero step")
+    count = math.ceil((Fraction(stop) - Fraction(start)) / Fraction(step))
+    if count <= 0:
+        raise SearchSpaceError(f"{key}={text}: the range holds no value (stop is excluded)")
+    low, high = sorted((start, start + (count - 1) * step))
+    if all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step)):
+        return Param(key, key, IntDistribution(int(low), int(high), step=int(abs(step))), "range")
+    low_f, high_f, step_f = float(low), float(high), float(abs(step))
+    exact = all(
+        Decimal(str(f)) == d for f, d in ((low_f, low), (high_f, high), (step_f, abs(step)))
+    )
+    if not exact or (low_f != high_f and step_f < max(math.ulp(low_f), math.ulp(high_f))):
+        values = sorted({float(start + i * step) for i in range(count)})
+        return Param(key, key, CategoricalDistribution(values), "choice")
+    return Param(key, key, FloatDistribution(low_f, high_f, step=step_f), "range")
 
 
-def _param(override: Override) -> Param | str:
+def _choice(key: str, override: Override, text: str) -> Param:
+    choices = list(override.sweep_iterator(transformer=Transformer.encode))
+    if not choices:
+        raise SearchSpaceError(f"{key}={text}: choice needs at least one value")
+    for c in choices:
+        if not isinstance(c, (str, int, float, bool, type(None))):
+            raise SearchSpaceError(f"{key}={text}: choices must be plain values, got {c!r}")
+    return Param(key, key, CategoricalDistribution(choices), "choice")
+
+
+def _param(override: Override) -> Param | str | None:
+    """A searched param, a fixed value's text, or None for a bare deletion (`~key`)."""
     key = override.get_key_element()
     if not override.is_sweep_override():
-        return override.get_value_element_as_str()
+        return None if override.value_type is None else override.get_value_element_as_str()
     text = (override.input_line or "").partition("=")[2]
     sweep = override.value()
     if isinstance(sweep, IntervalSweep):
         return _interval(key, sweep, text)
-    if isinstance(sweep, RangeSweep) and not sweep.shuffle:
-        return _range(key, sweep, text)
-    if isinstance(sweep, (ChoiceSweep, RangeSweep)):
-        choices = list(override.sweep_iterator(transformer=Transformer.encode))
-        if not choices:
-            raise SearchSpaceError(f"{key}={text}: choice needs at least one value")
-        for c in choices:
-            if not isinstance(c, (str, int, float, bool, type(None))):
-                raise SearchSpaceError(f"{key}={text}: choices must be plain values, got {c!r}")
-        return Param(key, key, CategoricalDistribution(choices), "choice")
+    if isinstance(sweep, RangeSweep):
+        return _range(key, override, sweep, text)
+    if isinstance(sweep, ChoiceSweep):
+        return _choice(key, override, text)
     raise SearchSpaceError(f"{key}={text}: not a search-space value this sweeper knows")
 
 
-def parse(arguments: list[str]) -> tuple[list[Param], dict[str, str]]:
-    """Split `key=value` strings into searched params and fixed overrides (later wins)."""
+def parse(arguments: list[str]) -> tuple[list[Param], dict[str, str | None]]:
+    """Split `key=value` strings into searched params and fixed overrides (later wins). A
+    fixed override's key keeps its prefix (`+w`, `~z`); a bare `~z` maps to None."""
     parser = OverridesParser.create()
     parsed = []
     for argument in arguments:
@@ -141,7 +166,7 @@ def parse(arguments: list[str]) -> tuple[list[Param], dict[str, str]]:
         except Exception as e:  # noqa: BLE001 - Hydra raises OverrideParseException and others
             raise SearchSpaceError(f"{argument}: {str(e).splitlines()[0]}") from None
     params: dict[str, Param] = {}
-    fixed: dict[str, str] = {}
+    fixed: dict[str, str | None] = {}
     for override in parsed:
         key = override.get_key_element()
         result = _param(override)

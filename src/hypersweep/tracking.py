@@ -19,6 +19,7 @@ import os
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -317,6 +318,11 @@ class SweepTracking(Callback):
         log.info("MLflow experiment %s, sweep run %s", exp_id, run.info.run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra 1.4 calls this from a `finally`, also when the sweep raised (1.3 does not): a
+        # sweep that stopped on an error or Ctrl-C is FAILED, as on 1.3 (atexit), unsummarized.
+        if sys.exc_info()[0] is not None:
+            self._close("FAILED")
+            return
         if self._parent:
             uri, run_id = self._parent
             try:

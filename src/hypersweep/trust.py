@@ -19,14 +19,24 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from hypersweep.errors import ConfigError
 from hypersweep.hydra_compat import HYDRA_14
 
-BUILTIN = (
-    "torch.optim.*",  # optimizers and torch.optim.lr_scheduler
-    "hypersweep.*",
+# hydra-optuna-sweeper's sampler factories: its sampler nodes stand in for ours where it is
+# installed (hydra_plugins/hypersweep_sweeper/config.py).
+OFFICIAL_SAMPLERS = (
+    "hydra_plugins.hydra_optuna_sweeper._impl.create_nsgaii_sampler",
+    "hydra_plugins.hydra_optuna_sweeper._impl.create_nsgaiii_sampler",
+    "hydra_plugins.hydra_optuna_sweeper.config.raise_motpe_removed",
+)
+SEARCH = (
     "optuna.samplers.*",
     "optuna.pruners.*",
     "hydra_plugins.hypersweep_sweeper.*",
+    *OFFICIAL_SAMPLERS,
 )
-SEARCH = ("optuna.samplers.*", "optuna.pruners.*", "hydra_plugins.hypersweep_sweeper.*")
+BUILTIN = (
+    "torch.optim.*",  # optimizers and torch.optim.lr_scheduler
+    "hypersweep.*",
+    *SEARCH,
+)
 
 
 def patterns(modules: Iterable[str] = (), builtin: Sequence[str] = BUILTIN) -> tuple[str, ...]:

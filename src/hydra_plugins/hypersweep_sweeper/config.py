@@ -1,10 +1,11 @@
 """Config schema of the `hypersweep` sweeper, registered in Hydra's ConfigStore.
 
-Keys and sampler option names follow hydra-optuna-sweeper 1.3 so that its users' configs carry
+Keys and sampler option names follow hydra-optuna-sweeper (1.4) so that its users' configs carry
 over by changing only the sweeper's name (`override hydra/sweeper: hypersweep`). Added: `pruner`,
 persistent `storage` by default, `objective_attrs`, `coarse_to_fine`.
 """
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,8 @@ from hypersweep.hydra_compat import store
 DEFAULT_STORAGE = "${hs.abspath:multirun/optuna.journal}"
 
 
+# The sampler nodes are hydra-optuna-sweeper 1.4's, key for key and default for default, so a
+# sampler config means the same under either sweeper, with or without that plugin installed.
 @dataclass
 class SamplerConfig:
     _target_: str = MISSING
@@ -32,10 +35,12 @@ class TPESamplerConfig(SamplerConfig):
     consider_endpoints: bool | None = None
     n_startup_trials: int = 10
     n_ei_candidates: int = 24
-    multivariate: bool | None = None
+    multivariate: bool = False
     group: bool = False
     warn_independent_sampling: bool | None = None
-    constant_liar: bool = True
+    # Parallel trials (n_jobs > 1, the pool) want true: search=tpe and its presets set it.
+    constant_liar: bool = False
+    constraints_func: Any | None = None
 
 
 @dataclass
@@ -52,7 +57,7 @@ class CmaEsSamplerConfig(SamplerConfig):
     independent_sampler: Any | None = None
     warn_independent_sampling: bool = True
     consider_pruned_trials: bool = False
-    restart_strategy: str | None = None
+    restart_strategy: Any | None = None
     popsize: int | None = None
     inc_popsize: int = -1
     use_separable_cma: bool = False
@@ -64,8 +69,10 @@ class CmaEsSamplerConfig(SamplerConfig):
 @dataclass
 class GPSamplerConfig(SamplerConfig):
     _target_: str = "optuna.samplers.GPSampler"
+    independent_sampler: Any | None = None
     n_startup_trials: int = 10
     deterministic_objective: bool = False
+    constraints_func: Any | None = None
     warn_independent_sampling: bool = True
 
 
@@ -81,24 +88,27 @@ class QMCSamplerConfig(SamplerConfig):
 
 @dataclass
 class NSGAIISamplerConfig(SamplerConfig):
-    _target_: str = "optuna.samplers.NSGAIISampler"
+    _target_: str = "hydra_plugins.hypersweep_sweeper.samplers.nsgaii"
     population_size: int = 50
     mutation_prob: float | None = None
+    mutation: Any | None = None
+    crossover: Any | None = None
     crossover_prob: float = 0.9
     swapping_prob: float = 0.5
     constraints_func: Any | None = None
 
 
 @dataclass
-class MOTPESamplerConfig(SamplerConfig):
-    # MOTPESampler was folded into TPESampler (Optuna 3); the factory maps the old keys.
-    _target_: str = "hydra_plugins.hypersweep_sweeper.samplers.motpe"
-    consider_prior: bool | None = None
-    prior_weight: float | None = None
-    consider_magic_clip: bool | None = None
-    consider_endpoints: bool | None = None
-    n_startup_trials: int = 10
-    n_ehvi_candidates: int = 24
+class NSGAIIISamplerConfig(NSGAIISamplerConfig):
+    _target_: str = "hydra_plugins.hypersweep_sweeper.samplers.nsgaiii"
+    reference_points: list[list[float]] | None = None
+    dividing_parameter: int = 3
+
+
+@dataclass
+class MOTPESamplerConfig:
+    # Optuna 4 removed MOTPESampler; choosing it is an error that names its replacement.
+    _target_: str = "hydra_plugins.hypersweep_sweeper.samplers.motpe_removed"
 
 
 @dataclass
@@ -187,22 +197,24 @@ class HypersweepSweeperConf:
 
 
 store("hydra/sweeper", "hypersweep", HypersweepSweeperConf, provider="hypersweep")
-# hydra-optuna-sweeper registers the same sampler names. Ours replace its nodes deliberately
-# (Hydra 1.4's replace=True): they build the same Optuna samplers from a superset of its keys,
-# so its sweeper runs with them unchanged, and `motpe` becomes TPE (which handles several
-# objectives) instead of its removal error. Hydra imports plugins in name order, so ours come
-# after its (hydra_optuna_sweeper < hypersweep_sweeper).
-for _name, _node in {
+# hydra-optuna-sweeper registers the same sampler names. Where it is installed its nodes stand
+# and both sweepers use them (ours are the same, key for key), so nothing collides in the
+# ConfigStore and neither plugin changes the other's configs.
+OFFICIAL_PLUGIN = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
+SAMPLERS = {
     "tpe": TPESamplerConfig,
     "random": RandomSamplerConfig,
     "cmaes": CmaEsSamplerConfig,
     "gp": GPSamplerConfig,
     "qmc": QMCSamplerConfig,
     "nsgaii": NSGAIISamplerConfig,
+    "nsgaiii": NSGAIIISamplerConfig,
     "motpe": MOTPESamplerConfig,
     "grid": GridSamplerConfig,
-}.items():
-    store("hydra/sweeper/sampler", _name, _node, provider="hypersweep", replace=True)
+}
+if not OFFICIAL_PLUGIN:
+    for _name, _node in SAMPLERS.items():
+        store("hydra/sweeper/sampler", _name, _node, provider="hypersweep")
 for _name, _node in {
     "none": NopPrunerConfig,
     "median": MedianPrunerConfig,

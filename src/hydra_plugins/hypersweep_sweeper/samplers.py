@@ -1,12 +1,37 @@
-"""Sampler factories for option names that current Optuna no longer has."""
+"""Sampler factories behind the `nsgaii`, `nsgaiii` and `motpe` nodes, with the same keys and
+outcomes as hydra-optuna-sweeper's (whose own factories stand in when it is installed)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import optuna
 
+from hypersweep.errors import ConfigError
 
-def motpe(n_ehvi_candidates: int = 24, **kwargs: Any) -> optuna.samplers.TPESampler:
-    """hydra-optuna-sweeper's `motpe`: TPESampler handles several objectives since Optuna 3."""
-    return optuna.samplers.TPESampler(n_ei_candidates=n_ehvi_candidates, **kwargs)
+
+def nsgaii(mutation: Any | None = None, **kwargs: Any) -> optuna.samplers.NSGAIISampler:
+    """NSGA-II; `mutation` is passed only when set (Optuna 4 has no such argument)."""
+    return optuna.samplers.NSGAIISampler(**kwargs, **_given(mutation=mutation))
+
+
+def nsgaiii(
+    reference_points: Any | None = None, mutation: Any | None = None, **kwargs: Any
+) -> optuna.samplers.NSGAIIISampler:
+    """NSGA-III; a config's list of reference points becomes the array Optuna expects."""
+    points = None if reference_points is None else np.asarray(reference_points, dtype=float)
+    return optuna.samplers.NSGAIIISampler(
+        **kwargs, **_given(mutation=mutation, reference_points=points)
+    )
+
+
+def motpe_removed(**kwargs: Any) -> None:
+    raise ConfigError(
+        "hydra/sweeper/sampler=motpe is not allowed: the 'motpe' sampler was removed in Optuna "
+        "4.0; expected tpe (TPESampler optimizes several objectives)"
+    )
+
+
+def _given(**kwargs: Any) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if v is not None}

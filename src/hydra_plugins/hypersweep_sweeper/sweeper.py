@@ -80,14 +80,37 @@ def search_arguments(sweeper_cfg: DictConfig, arguments: list[str]) -> list[str]
 
 
 def _legacy_param(key: str, spec: DictConfig) -> str:
+    """hydra-optuna-sweeper < 1.2's `search_space` entry as today's grammar: `type` decides
+    int or float whatever the bounds are written as; `step` makes it discrete, high included."""
     kind = spec.type
     if kind == "categorical":
         return f"{key}=choice({','.join(map(str, spec.choices))})"
+    if kind not in ("int", "float"):
+        raise SearchSpaceError(
+            f"hydra.sweeper.search_space.{key}.type={kind!r} is not allowed: expected int, "
+            "float or categorical"
+        )
+    number = int if kind == "int" else float
+    low, high = number(spec.low), number(spec.high)
     if spec.get("step"):
-        return f"{key}=range({spec.low},{spec.high + spec.step},{spec.step})"
-    inner = f"interval({spec.low},{spec.high})"
+        step = number(spec.step)
+        stop = high + 1 if kind == "int" else high + step / 2  # past high, short of the next
+        return f"{key}=range({low!r},{stop!r},{step!r})"
+    inner = f"interval({low!r},{high!r})"
     inner = f"int({inner})" if kind == "int" else inner
     return f"{key}=tag(log,{inner})" if spec.get("log") else f"{key}={inner}"
+
+
+def _warn_legacy(sweeper_cfg: DictConfig) -> None:
+    if not sweeper_cfg.get("search_space"):
+        return
+    if sweeper_cfg.get("params"):
+        log.warning("hydra.sweeper.search_space is ignored: hydra.sweeper.params is set")
+    else:
+        log.warning(
+            "hydra.sweeper.search_space is hydra-optuna-sweeper < 1.2's form, read as "
+            "hydra.sweeper.params (e.g. lr: tag(log, interval(1e-4, 1e-1)))"
+        )
 
 
 def directions_for(config: DictConfig) -> list[str]:
@@ -95,9 +118,17 @@ def directions_for(config: DictConfig) -> list[str]:
     job's objective needs (maximize for a val_acc monitor, minimize for a loss or rmse)."""
     direction = config.hydra.sweeper.direction
     if direction is None:
-        return [study_direction(str(config.trainer.early_stopping.monitor))]
+        monitor = _monitor(config)
+        return [study_direction(monitor) if monitor else "minimize"]
     directions = list(direction) if isinstance(direction, (list, ListConfig)) else [direction]
     return [str(getattr(d, "name", d)) for d in directions]
+
+
+def _monitor(config: DictConfig) -> str | None:
+    """The job's early-stopping monitor; None for a task that is not hypersweep's train.py (the
+    sweeper runs any Hydra task function, as hydra-optuna-sweeper does)."""
+    monitor = OmegaConf.select(config, "trainer.early_stopping.monitor", default=None)
+    return None if monitor is None else str(monitor)
 
 
 def default_study_name(config: DictConfig, arguments: list[str]) -> str:
@@ -126,6 +157,22 @@ def study_name_for(config: DictConfig) -> str:
     return config.hydra.sweeper.study_name or default_study_name(
         config, list(config.hydra.overrides.task)
     )
+
+
+def _built(cfg: Any, key: str) -> Any:
+    """A sampler or pruner from its config; what its factory refuses is one line."""
+    try:
+        return trust.instantiate(cfg, trust.SEARCH)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Hydra wraps the factory's own error
+        cause = e.__cause__ or e
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        target = cfg.get("_target_") if hasattr(cfg, "get") else None
+        raise SearchSpaceError(
+            f"hydra.sweeper.{key}._target_={target!r}: {str(cause).splitlines()[0]}"
+        ) from None
 
 
 class HypersweepSweeper(Sweeper):
@@ -181,8 +228,16 @@ class HypersweepSweeper(Sweeper):
         """The sampler and pruner from their configs, and the custom search-space function:
         only trusted targets (Optuna's samplers and pruners, this plugin's factories, and the
         config's `hypersweep.trusted_targets` for the search-space function)."""
-        self.sampler = trust.instantiate(self.sampler_cfg, trust.SEARCH)
-        self.pruner = trust.instantiate(self.pruner_cfg, trust.SEARCH) if self.pruner_cfg else None
+        self.sampler = _built(self.sampler_cfg, "sampler")
+        self.pruner = _built(self.pruner_cfg, "pruner") if self.pruner_cfg else None
+        parallel = max(self.n_jobs, getattr(self.launcher, "n_jobs", 1) or 1)
+        tpe = isinstance(self.sampler, optuna.samplers.TPESampler)
+        if tpe and parallel > 1 and not self.sampler_cfg.get("constant_liar"):
+            log.info(
+                "TPE with %d trials at once: hydra.sweeper.sampler.constant_liar=true keeps "
+                "them from sampling alike",
+                parallel,
+            )
         if self.custom_search_space_path:
             path = self.custom_search_space_path
             trusted = trust.patterns(trust.user_modules(self.config))
@@ -238,7 +293,9 @@ class HypersweepSweeper(Sweeper):
     def _check_directions_match_the_objective(self) -> None:
         """A direction that contradicts what the job returns would report the worst trial as
         the best and steer the sampler and pruner toward bad configurations."""
-        monitor = str(self.config.trainer.early_stopping.monitor)
+        monitor = _monitor(self.config)
+        if monitor is None:
+            return  # another task's return value: its directions are the user's to choose
         if self.objective_attrs:
             named = list(zip(self.objective_attrs, self.directions, strict=True))
             key = "objective_attrs"
@@ -263,12 +320,13 @@ class HypersweepSweeper(Sweeper):
                 )
 
     # -- the sweep --------------------------------------------------------------------------
-    def sweep(self, arguments: list[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> None:
+        """Run the study; the outcome is in optimization_results.yaml (and MLflow), and the
+        return value is None, as Hydra's sweepers return."""
         ended = False
         try:
-            results = self._sweep(arguments)
+            self._sweep(arguments)
             ended = True
-            return results
         except (SearchSpaceError, ConfigError) as e:
             raise exit_with(e) from None
         except SweepFailed as e:
@@ -282,6 +340,7 @@ class HypersweepSweeper(Sweeper):
     def _sweep(self, arguments: list[str]) -> Any:
         self._build()
         self._check()
+        _warn_legacy(self.config.hydra.sweeper)
         params, fixed = parse(search_arguments(self.config.hydra.sweeper, arguments))
         for key in fixed:
             for p in [p for p in params if p.key == key]:
@@ -343,7 +402,7 @@ class HypersweepSweeper(Sweeper):
         self,
         study: optuna.Study,
         params: list[Param],
-        fixed: dict[str, str],
+        fixed: dict[str, str | None],
         target: int,
         total: int,
     ) -> None:
@@ -369,7 +428,7 @@ class HypersweepSweeper(Sweeper):
         self,
         study: optuna.Study,
         params: list[Param],
-        fixed: dict[str, str],
+        fixed: dict[str, str | None],
         target: int,
         total: int,
     ) -> None:
@@ -448,7 +507,9 @@ class HypersweepSweeper(Sweeper):
                 "no conditions with hydra/sweeper/sampler=grid"
             )
 
-    def _suggest(self, trial: optuna.Trial, params: list[Param], fixed: dict[str, str]) -> None:
+    def _suggest(
+        self, trial: optuna.Trial, params: list[Param], fixed: dict[str, str | None]
+    ) -> None:
         """Sample the trial's params, define-by-run: a param with a condition
         (`hydra.sweeper.conditions`) only where the keys it names, sampled in this trial, fixed
         on the command line or in the config, hold one of the listed values (momentum only for
@@ -475,7 +536,9 @@ class HypersweepSweeper(Sweeper):
                 else:
                     values[p.key] = _SKIPPED
 
-    def _condition_holds(self, key: str, values: dict[str, Any], fixed: dict[str, str]) -> bool:
+    def _condition_holds(
+        self, key: str, values: dict[str, Any], fixed: dict[str, str | None]
+    ) -> bool:
         for other, allowed in self.conditions.get(key, {}).items():
             if other in values:
                 value = values[other]
@@ -490,13 +553,17 @@ class HypersweepSweeper(Sweeper):
         return True
 
     def _trial_overrides(
-        self, study: optuna.Study, trial: optuna.Trial, params: list[Param], fixed: dict[str, str]
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        params: list[Param],
+        fixed: dict[str, str | None],
     ) -> list[str]:
         self._suggest(trial, params, fixed)
         if self.custom_search_space:
             self.custom_search_space(self.config, trial)
         by_name = {p.name: p for p in params}
-        overrides = [f"{k}={v}" for k, v in fixed.items()]
+        overrides = [k if v is None else f"{k}={v}" for k, v in fixed.items()]
         for name, value in trial.params.items():
             p = by_name.get(name)
             overrides.append(p.override(value) if p else f"{name}={value!r}")
@@ -603,7 +670,8 @@ class HypersweepSweeper(Sweeper):
             ]
 
         results: dict[str, Any] = {
-            "name": study.study_name,
+            "name": "optuna",  # hydra-optuna-sweeper's, so that tools reading its file read ours
+            "study_name": study.study_name,
             "storage": self.storage_spec,
             "trials": counts,
         }
