@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
+# EXTRAS=dev,hydra14 VENV=.venv-hydra14 installs the Hydra 1.4 line instead (see .ci/run).
+EXTRAS ?= dev
 
 .PHONY: install demo test lint ui clean
 
@@ -13,7 +15,7 @@ $(BIN)/python:
 # torch first, so that the `torch` requirement resolves against the CPU build instead of pulling CUDA.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q "$(TORCH)" 2>&1 | grep -v '^WARNING: Location' || true
-	$(BIN)/python -m pip install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]" 2>&1 | grep -v '^WARNING: Location' || true
 	$(BIN)/python -c "import torch, hydra, optuna, mlflow, sklearn, cmaes, hypersweep"
 	touch $@
 

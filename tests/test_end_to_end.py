@@ -274,3 +274,32 @@ def test_runs_of_a_killed_sweep_are_closed_by_the_next_command(tmp_path, store, 
         assert after.data.tags["status_reason"] == "interrupted"
     assert mlflow_client.get_run(live.info.run_id).info.status == "RUNNING"
     assert close_orphaned_runs(store["uri"]) == []  # nothing left to close
+
+
+@pytest.mark.slow
+def test_plain_commands_print_no_hydra_or_omegaconf_warning(tmp_path, store):
+    """On either Hydra line (version_base, resolver registration, ConfigStore collisions, the
+    execution whitelist): shown with every warning enabled."""
+    env = {"PYTHONWARNINGS": "default"}
+    single = train(["trainer.max_epochs=1", "data=iris"], cwd=tmp_path, env=env)
+    swept = train(
+        ["-m", "search=random", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "data=iris"],
+        cwd=tmp_path,
+        env=env,
+    )
+    for result in (single, swept):
+        assert result.returncode == 0, result.stderr[-3000:]
+        output = (result.stdout + result.stderr).splitlines()
+        warnings = [line for line in output if "Warning" in line or "deprecated" in line]
+        signs = (
+            "/hydra/",
+            "/omegaconf/",
+            "hydra_plugins",
+            "Hydra",
+            "ConfigStore",
+            "version_base",
+            "resolver",
+            "whitelist",
+        )
+        ours = [w for w in warnings if any(k in w for k in signs)]
+        assert ours == [], ours
