@@ -108,11 +108,11 @@ def _range(key: str, override: Override, sweep: RangeSweep, text: str) -> Param:
     counted, not enumerated. Where Hydra transforms the values (`shuffle`, or 1.4's `int()`,
     `float()` around a range), or a float step is not exact in floating point, the values
     themselves are the choices."""
-    if sweep.shuffle or getattr(sweep, "transformers", None):
-        return _choice(key, override, text)
     start, stop, step = (Decimal(str(v)) for v in (sweep.start, sweep.stop, sweep.step))
     if step == 0:
         raise SearchSpaceError(f"{key}={text}: range needs a nonzero step")
+    if sweep.shuffle or getattr(sweep, "transformers", None):
+        return _choice(key, override, text)
     count = math.ceil((Fraction(stop) - Fraction(start)) / Fraction(step))
     if count <= 0:
         raise SearchSpaceError(f"{key}={text}: the range holds no value (stop is excluded)")

@@ -88,6 +88,8 @@ def check(node: Any, trusted: Sequence[str], prefix: str = "", hint: str = "") -
 
 
 def _targets(node: Any, prefix: str):
+    if isinstance(node, (DictConfig, ListConfig)) and (node._is_none() or node._is_missing()):
+        return  # a typed node holding null (e.g. NSGA-III's reference_points): nothing to call
     if isinstance(node, (DictConfig, dict)):
         keys = node.keys()
         for key in keys:

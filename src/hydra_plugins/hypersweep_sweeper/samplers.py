@@ -28,7 +28,7 @@ def nsgaiii(
 
 def motpe_removed(**kwargs: Any) -> None:
     raise ConfigError(
-        "hydra/sweeper/sampler=motpe is not allowed: the 'motpe' sampler was removed in Optuna "
+        "hydra/sweeper/sampler=motpe is not allowed: The 'motpe' sampler was removed in Optuna "
         "4.0; expected tpe (TPESampler optimizes several objectives)"
     )
 

@@ -55,6 +55,12 @@ log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
+class RejectedResult(ValueError):
+    """A job ended well but returned what the study cannot take (NaN, a wrong number of values,
+    no number): its trial is FAIL, as hydra-optuna-sweeper tells it, and does not count toward
+    max_failure_rate (the job did not fail; the task's return value is its own business)."""
+
+
 class SweepFailed(RuntimeError):
     """Too many trials failed; the message says how many and the last error."""
 
@@ -476,7 +482,11 @@ class HypersweepSweeper(Sweeper):
         error = self._tell(study, trial, ret)
         if error:
             failures.append(error)
-        failed = trials_run(study, (TrialState.FAIL,))
+        failed = trials_run(study, (TrialState.FAIL,)) - sum(
+            1
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if t.user_attrs.get("status_reason") == "rejected"
+        )
         if failures and failed > self.max_failure_rate * total:
             raise SweepFailed(
                 f"{failed} of {total} trials failed, more than "
@@ -587,6 +597,11 @@ class HypersweepSweeper(Sweeper):
                 _tell(study, trial, state=TrialState.PRUNED)
                 return None
             values = self._values(value, attrs)
+        except RejectedResult as e:
+            study._storage.set_trial_user_attr(trial._trial_id, "status_reason", "rejected")
+            _tell(study, trial, state=TrialState.FAIL)
+            log.warning("Trial %d failed: its result was rejected: %s", trial.number, e)
+            return None
         except Exception as e:  # noqa: BLE001 - the job's own error, whatever it is
             _tell(study, trial, state=TrialState.FAIL)
             log.warning("Trial %d failed: %s: %s", trial.number, type(e).__name__, e)
@@ -604,16 +619,19 @@ class HypersweepSweeper(Sweeper):
                     f"(has: {', '.join(sorted(summary))})"
                 )
             values = [float(summary[a]) for a in self.objective_attrs]
-        elif len(self.directions) == 1:
-            values = [float(value)]
         else:
-            values = [float(v) for v in value]
+            try:
+                several = len(self.directions) > 1
+                values = [float(v) for v in value] if several else [float(value)]
+            except (TypeError, ValueError):
+                expected = "a list of numbers" if several else "a number"
+                raise RejectedResult(f"the job returned {value!r}: expected {expected}") from None
         if len(values) != len(self.directions):
-            raise ValueError(
+            raise RejectedResult(
                 f"{len(values)} objective values for {len(self.directions)} directions"
             )
         if not all(math.isfinite(v) for v in values):
-            raise ValueError(f"non-finite objective {values}")
+            raise RejectedResult(f"non-finite objective {values}")
         return values
 
     # -- coarse to fine ---------------------------------------------------------------------
