@@ -14,7 +14,7 @@ that. `share_parsed_configs` keeps, for the whole sweep:
 
 Hydra does the rest as for any job: the job's value overrides are applied to its own copy of the
 merge, and its `hydra` node is written. Composing one job: 195 -> 145 ms with the parse kept
-(session 5's slower machine), 50 -> 13 ms with all three (benchmarks/compose_cache.py).
+(the slow CPU of BENCHMARKS.md), 50 -> 13 ms with all three (benchmarks/compose_cache.py).
 
 It also makes a sweep consistent: every job composes from the files as they were when they were
 first read, not as they are when the job starts (an edit during a long sweep used to reach the
