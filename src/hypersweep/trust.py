@@ -82,8 +82,8 @@ def check(node: Any, trusted: Sequence[str], prefix: str = "", hint: str = "") -
         if not isinstance(target, str) or not allowed(target, trusted):
             raise ConfigError(
                 f"{key}={target!r} is not a trusted target: expected one under "
-                f"{', '.join(p.removesuffix('.*') for p in trusted)}, or a module listed in "
-                f"hypersweep.trusted_targets{hint}"
+                f"{', '.join(p.removesuffix('.*') for p in trusted if p.endswith('.*'))}, or a "
+                f"module listed in hypersweep.trusted_targets{hint}"
             )
 
 
