@@ -472,3 +472,28 @@ def test_the_official_sweeper_runs_train_py_with_our_tracking_analysis_and_best(
     selected = hypersweep(["best", "--no-register"], tmp_path, store["uri"])
     assert selected.returncode == 0, selected.stderr
     assert f"best run {winner.info.run_id}" in selected.stdout
+
+
+# -- resuming -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("sampler", ["random", "tpe", "cmaes", "qmc", "gp"])
+def test_extending_a_seeded_study_draws_new_configurations_and_reproducibly(tmp_path, sampler):
+    """A seeded study run for 3 trials, then extended to 6 by the same command: the 3 new trials
+    are not the first 3 again, and doing it all again gives the same 6."""
+    draws = []
+    for copy in ("a", "b"):
+        where = tmp_path / copy
+        where.mkdir()
+        for n in (3, 6):
+            result = sweep(
+                where,
+                f"hydra/sweeper/sampler={sampler}",
+                "hydra.sweeper.sampler.seed=5",
+                f"hydra.sweeper.n_trials={n}",
+                "x=interval(-5, 5)",
+                "y=interval(-5, 5)",
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+        trials = sorted(study(where).trials, key=lambda t: t.number)
+        draws.append([(t.params["x"], t.params["y"]) for t in trials])
+    assert len(draws[0]) == 6 and len(set(draws[0])) == 6, draws[0]
+    assert draws[0] == draws[1]

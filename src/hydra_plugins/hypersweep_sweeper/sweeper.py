@@ -352,11 +352,9 @@ class HypersweepSweeper(Sweeper):
             for p in [p for p in params if p.key == key]:
                 params.remove(p)
         self._check_conditions(params)
-        sampler = self.sampler
-        if isinstance(sampler, functools.partial):  # the grid sampler takes the space
-            space = {p.name: grid_values(p) for p in params}
-            sampler = sampler(space)
-            size = math.prod(len(v) for v in space.values())
+        sampler = self._with_space(self.sampler, params)
+        if isinstance(sampler, optuna.samplers.GridSampler):
+            size = math.prod(len(v) for v in sampler._search_space.values())
             if size < self.n_trials:
                 log.info("Grid of %d points: n_trials %d -> %d", size, self.n_trials, size)
                 self.n_trials = size
@@ -376,6 +374,7 @@ class HypersweepSweeper(Sweeper):
         )
         register_live_study(self.storage_spec or "", study)
         resumed = self._recover(study)
+        sampler = study.sampler = self._reseeded(study, params)
         log.info(
             "Study %s (%s), storage %s, sampler %s, pruner %s%s",
             name,
@@ -393,6 +392,27 @@ class HypersweepSweeper(Sweeper):
             target = self.n_trials * stage
             self._run_stage(study, params, fixed, target, total)
         return self._write_results(study, params)
+
+    def _with_space(self, sampler: Any, params: list[Param]) -> Any:
+        """The grid sampler is built partially: it takes the search space here."""
+        if isinstance(sampler, functools.partial):
+            return sampler({p.name: grid_values(p) for p in params})
+        return sampler
+
+    def _reseeded(self, study: optuna.Study, params: list[Param]) -> Any:
+        """The sampler for a study that already has trials. A seeded sampler restarted with its
+        seed would draw again what the first command drew (a resumed or extended random study
+        repeated its configurations), so it continues with a seed derived from the seed and
+        the number of trials the study holds: still reproducible, never the same draws. QMC
+        keeps its seed: it continues its sequence from the study's own count."""
+        seed = self.sampler_cfg.get("seed") if hasattr(self.sampler_cfg, "get") else None
+        done = len(study.get_trials(deepcopy=False))
+        if seed is None or not done or isinstance(study.sampler, optuna.samplers.QMCSampler):
+            return study.sampler
+        digest = hashlib.sha256(f"{seed}:{done}".encode()).digest()
+        cfg = OmegaConf.merge(self.sampler_cfg, {"seed": int.from_bytes(digest[:4], "big")})
+        log.info("Sampler reseeded for a study with %d trials (seed %s and that count)", done, seed)
+        return self._with_space(_built(cfg, "sampler"), params)
 
     def _recover(self, study: optuna.Study) -> int:
         """Trials left RUNNING by an interrupted sweep are marked FAIL; returns trials done."""
