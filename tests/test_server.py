@@ -155,3 +155,23 @@ def test_optuna_sweep_through_a_tracking_server(tmp_path, mlflow_server):
     mlflow.set_tracking_uri(mlflow_server)
     model = mlflow.pytorch.load_model("models:/served-digits@champion")
     assert model(torch.randn(3, 1, 8, 8)).argmax(dim=1).shape == (3,)
+
+
+def test_commands_started_together_on_a_fresh_store_all_get_it_and_one_experiment(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    code = (
+        "import sys; from hypersweep.tracking import prepare_store, experiment_id; "
+        "prepare_store(sys.argv[1]); print(experiment_id(sys.argv[1], 'together', None))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, uri],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outcomes = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert [rc for rc, _, _ in outcomes] == [0, 0, 0, 0], [err[-1500:] for _, _, err in outcomes]
+    assert len({out.strip() for _, out, _ in outcomes}) == 1

@@ -12,6 +12,8 @@ store corrupt it, and a concurrent set_experiment silently falls back to the Def
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -21,7 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -42,28 +44,52 @@ def mlflow_client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Commands started together on one fresh SQLite store take turns creating its tables and
+    experiments (MLflow's migrations and create_experiment race: "table ... already exists")."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri[len("sqlite:///") :])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def prepare_store(uri: str) -> None:
     """Create the store (runs migrations once) and switch SQLite to WAL for concurrent writers."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///") :])
-        path.parent.mkdir(parents=True, exist_ok=True)
-    mlflow_client(uri).search_experiments(max_results=1)
-    if uri.startswith("sqlite:///"):
-        with sqlite3.connect(path) as con:
-            con.execute("PRAGMA journal_mode=WAL")
+    with _store_lock(uri):
+        mlflow_client(uri).search_experiments(max_results=1)
+        if uri.startswith("sqlite:///"):
+            with sqlite3.connect(uri[len("sqlite:///") :]) as con:
+                con.execute("PRAGMA journal_mode=WAL")
 
 
 def experiment_id(uri: str, name: str, artifact_root: str | None) -> str:
+    from mlflow.exceptions import MlflowException
+
     client = mlflow_client(uri)
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        if found.lifecycle_stage == "deleted":
-            client.restore_experiment(found.experiment_id)
-        return found.experiment_id
-    location = Path(artifact_root, name.replace("/", "_")).as_uri() if artifact_root else None
-    # MLflow 3's UI opens experiments of this kind on the runs table, not the GenAI overview.
-    kind = {"mlflow.experimentKind": "custom_model_development"}
-    return client.create_experiment(name, artifact_location=location, tags=kind)
+    with _store_lock(uri):
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        location = Path(artifact_root, name.replace("/", "_")).as_uri() if artifact_root else None
+        # MLflow 3's UI opens experiments of this kind on the runs table, not the GenAI overview.
+        kind = {"mlflow.experimentKind": "custom_model_development"}
+        try:
+            return client.create_experiment(name, artifact_location=location, tags=kind)
+        except MlflowException:  # another command's, just created (a server or RDB store)
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
 
 
 def close_interrupted_trial_runs(uri: str, study_name: str, trial_number: int) -> None:
