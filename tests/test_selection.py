@@ -114,6 +114,25 @@ def test_best_refuses_to_select_on_test_metrics(grid_sweep, tmp_path, store):
     )
 
 
+def test_a_missing_store_or_run_is_one_line_and_creates_nothing(tmp_path, store):
+    missing = f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
+    (tmp_path / "elsewhere").mkdir()
+    for args in (["best"], ["reproduce", "0123abcd"]):
+        result = hypersweep(args, tmp_path, missing)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"hypersweep: error: --tracking-uri='{missing}': no MLflow store there; expected the "
+            "store a sweep wrote (run from the directory of the sweep, or pass --tracking-uri)"
+        ]
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    unknown = hypersweep(["reproduce", "0123abcd"], tmp_path, store["uri"])
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == [
+        f"hypersweep: error: run_id='0123abcd': no such run in {store['uri']}; expected the id "
+        "of a run there (the MLflow UI shows it, and `hypersweep best` prints the best one's)"
+    ]
+
+
 def test_reproduce_gets_the_same_metrics(tmp_path, store, mlflow_client):
     result = train(
         [

@@ -19,12 +19,25 @@ def default_tracking_uri() -> str:
     )
 
 
-def best(args: argparse.Namespace) -> int:
-    from hypersweep import selection, trust
+def _client(uri: str):
+    """The MLflow client of an existing store: a SQLite file that is not there is an error, not a
+    new empty store left behind."""
+    from hypersweep.selection import SelectionError
     from hypersweep.tracking import mlflow_client
 
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise SelectionError(
+            f"--tracking-uri={uri!r}: no MLflow store there; expected the store a sweep wrote "
+            "(run from the directory of the sweep, or pass --tracking-uri)"
+        )
+    return mlflow_client(uri)
+
+
+def best(args: argparse.Namespace) -> int:
+    from hypersweep import selection, trust
+
     trusted = trust.patterns(args.trust)
-    client = mlflow_client(args.tracking_uri)
+    client = _client(args.tracking_uri)
     runs = selection.find_runs(client, args.experiment, args.sweep)
     ranking = selection.rank(runs, args.metric)
     print(f"{len(ranking.runs)} runs ranked by {ranking.metric} ({ranking.mode}):")
@@ -57,14 +70,21 @@ def reproduce(args: argparse.Namespace) -> int:
     import hydra
     import yaml
     from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
 
     from hypersweep import trust
     from hypersweep.hydra_compat import main_kwargs
     from hypersweep.job import main as run_job
-    from hypersweep.tracking import mlflow_client
+    from hypersweep.selection import SelectionError
 
-    client = mlflow_client(args.tracking_uri)
-    source = client.get_run(args.run_id)
+    client = _client(args.tracking_uri)
+    try:
+        source = client.get_run(args.run_id)
+    except MlflowException:
+        raise SelectionError(
+            f"run_id={args.run_id!r}: no such run in {args.tracking_uri}; expected the id of a "
+            "run there (the MLflow UI shows it, and `hypersweep best` prints the best one's)"
+        ) from None
     experiment = client.get_experiment(source.info.experiment_id).name
     with tempfile.TemporaryDirectory() as tmp:
         config = yaml.safe_load(
