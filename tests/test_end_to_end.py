@@ -240,7 +240,7 @@ def test_progress_shows_on_a_terminal_only(stream, shows):
 def test_runs_of_a_killed_sweep_are_closed_by_the_next_command(tmp_path, store, mlflow_client):
     """SIGKILL leaves no chance to close runs; the next command on this machine closes those
     whose process is gone, and leaves a live process's runs alone."""
-    from hypersweep.tracking import _alive, close_orphaned_runs
+    from hypersweep.tracking import close_orphaned_runs, process_alive
 
     def job_training():
         runs = mlflow_client.search_runs(
@@ -263,8 +263,9 @@ def test_runs_of_a_killed_sweep_are_closed_by_the_next_command(tmp_path, store, 
         runs[0].info.experiment_id,
         tags={"hypersweep.host": socket.gethostname(), "hypersweep.pid": "1"},
     )
-    assert _alive(1, live.info.start_time) and _alive(os.getpid(), int(time.time() * 1000))
-    assert not _alive(proc.pid, int(time.time() * 1000))  # reaped: gone
+    assert process_alive(1, live.info.start_time)
+    assert process_alive(os.getpid(), int(time.time() * 1000))
+    assert not process_alive(proc.pid, int(time.time() * 1000))  # reaped: gone
 
     result = train(["trainer.max_epochs=1"], cwd=tmp_path)  # any later command
     assert result.returncode == 0, result.stderr[-3000:]

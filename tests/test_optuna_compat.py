@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import subprocess
 import sys
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -62,6 +63,13 @@ def sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
     )
+
+
+def swept(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """`sweep`, which must succeed."""
+    result = sweep(tmp_path, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def results(tmp_path: Path) -> dict:
@@ -239,8 +247,7 @@ def test_sweep_returns_nothing_and_its_jobs_ran(hydra_sweep_runner, tmp_path):
 
 
 def test_fixed_and_deleted_keys_reach_the_job_and_stay_out_of_the_results(tmp_path):
-    result = sweep(tmp_path, "~z", "x=choice(0, 1, 2)", "y=0", "hydra/sweeper/sampler=tpe")
-    assert result.returncode == 0, result.stderr[-3000:]
+    swept(tmp_path, "~z", "x=choice(0, 1, 2)", "y=0", "hydra/sweeper/sampler=tpe")
     best, trials = results(tmp_path), study(tmp_path).trials
     assert best["name"] == "optuna" and best["study_name"] == "q"
     assert set(best["best_params"]) == {"x"}  # y is fixed: no parameter
@@ -250,7 +257,7 @@ def test_fixed_and_deleted_keys_reach_the_job_and_stay_out_of_the_results(tmp_pa
 
 
 def test_the_grid_runs_each_point_once_and_no_more(tmp_path):
-    result = sweep(
+    swept(
         tmp_path,
         "hydra/sweeper/sampler=grid",
         "hydra.sweeper.n_trials=10",
@@ -258,7 +265,6 @@ def test_the_grid_runs_each_point_once_and_no_more(tmp_path):
         "y=range(-1, 1)",
         "z=0",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     points = {(t.params["x"], t.params["y"]) for t in study(tmp_path).trials}
     assert points == {(-1, -1), (-1, 0), (1, -1), (1, 0)}
     assert len(study(tmp_path).trials) == 4
@@ -268,7 +274,7 @@ def test_the_grid_runs_each_point_once_and_no_more(tmp_path):
 
 @pytest.mark.parametrize("sampler", ["random", "nsgaii"])
 def test_two_objectives_report_a_front_of_which_none_dominates_another(tmp_path, sampler):
-    result = sweep(
+    swept(
         tmp_path,
         "pair=true",
         "hydra.sweeper.direction=[minimize, minimize]",
@@ -278,7 +284,6 @@ def test_two_objectives_report_a_front_of_which_none_dominates_another(tmp_path,
         "x=range(0, 5)",
         "y=range(0, 3)",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     front = results(tmp_path)["solutions"]
     assert front and "best_value" not in results(tmp_path)
     for a in front:
@@ -295,12 +300,11 @@ def _dominates(a: list[float], b: list[float]) -> bool:
 
 
 def test_a_custom_search_space_adds_its_own_parameters(tmp_path):
-    result = sweep(
+    swept(
         tmp_path,
         "hydra/sweeper/sampler=random",
         "hydra.sweeper.custom_search_space=quadratic.extend",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     best = results(tmp_path)["best_params"]
     assert abs(best["x"] - best["z"]) <= 0.3 and 0 <= best["+w"] <= 1
     for t in study(tmp_path).trials:  # the job got the z the function sampled
@@ -337,19 +341,17 @@ def test_failures_stop_the_sweep_only_above_max_failure_rate(tmp_path, rate):
 
 def test_a_nan_result_fails_its_trial_and_the_sweep_goes_on(tmp_path):
     # even with no failure allowed: the job did not fail, the study rejected what it returned
-    result = sweep(tmp_path, "nan_first=true", "hydra.sweeper.n_trials=3")
-    assert result.returncode == 0, result.stderr[-3000:]
+    swept(tmp_path, "nan_first=true", "hydra.sweeper.n_trials=3")
     states = [t.state for t in sorted(study(tmp_path).trials, key=lambda t: t.number)]
     assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
 
 
 def test_a_result_of_the_wrong_length_fails_its_trial(tmp_path):
-    result = sweep(
+    result = swept(
         tmp_path,
         "hydra.sweeper.direction=[minimize, minimize]",
         "hydra.sweeper.n_trials=2",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     assert {t.state for t in study(tmp_path).trials} == {TrialState.FAIL}
     assert "Trial 0 failed" in result.stdout + result.stderr
 
@@ -484,7 +486,7 @@ def test_extending_a_seeded_study_draws_new_configurations_and_reproducibly(tmp_
         where = tmp_path / copy
         where.mkdir()
         for n in (3, 6):
-            result = sweep(
+            swept(
                 where,
                 f"hydra/sweeper/sampler={sampler}",
                 "hydra.sweeper.sampler.seed=5",
@@ -492,8 +494,48 @@ def test_extending_a_seeded_study_draws_new_configurations_and_reproducibly(tmp_
                 "x=interval(-5, 5)",
                 "y=interval(-5, 5)",
             )
-            assert result.returncode == 0, result.stderr[-3000:]
         trials = sorted(study(where).trials, key=lambda t: t.number)
         draws.append([(t.params["x"], t.params["y"]) for t in trials])
     assert len(draws[0]) == 6 and len(set(draws[0])) == 6, draws[0]
     assert draws[0] == draws[1]
+
+
+@pytest.mark.parametrize("kind", ["journal", "rdb"])
+def test_two_commands_on_one_study_share_it_without_failing_each_other(tmp_path, kind):
+    """Several workers on one study (started together, on a journal file or an RDB): each leaves
+    the other's running trials alone, both exit 0, and the study ends with n_trials done
+    (overshoot at most one) and no trial marked interrupted."""
+    spec = str(tmp_path / "shared.journal") if kind == "journal" else f"sqlite:///{tmp_path}/s.db"
+    command = [
+        sys.executable,
+        str(APP),
+        "-m",
+        f"hydra.sweeper.storage={spec}",
+        "hydra.sweeper.study_name=shared",
+        "hydra.sweeper.n_trials=8",
+        "hydra/sweeper/sampler=random",
+        "sleep=0.5",
+    ]
+    procs = []
+    for worker in ("a", "b"):
+        (tmp_path / worker).mkdir()
+        procs.append(
+            subprocess.Popen(
+                [*command, f"hydra.sweep.dir={tmp_path / worker / 'sweep'}"],
+                cwd=tmp_path / worker,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+        time.sleep(1.5)  # the second starts while the first runs a trial
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outputs]
+    from hypersweep.pruning import open_storage
+
+    trials = optuna.load_study(study_name="shared", storage=open_storage(spec)).trials
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert 8 <= len(done) <= 9 and len(trials) == len(done), [(t.number, t.state) for t in trials]
+    assert not [t for t in trials if t.user_attrs.get("status_reason") == "interrupted"]
+    owners = {t.user_attrs["owner"]["pid"] for t in trials}
+    assert len(owners) == 2  # both did work

@@ -136,7 +136,7 @@ def process_tags() -> dict[str, str]:
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
 
-def _alive(pid: int, since_ms: int) -> bool:
+def process_alive(pid: int, since_ms: int) -> bool:
     """Whether process `pid` runs and started before `since_ms` (a later one reuses the pid)."""
     try:
         os.kill(pid, 0)
@@ -166,7 +166,11 @@ def close_orphaned_runs(uri: str) -> list[str]:
 
     def owner_lives(run: Any) -> bool:
         pid = run.data.tags.get(PID_TAG, "")
-        return not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid), run.info.start_time)
+        return (
+            not pid.isdigit()
+            or int(pid) == os.getpid()
+            or process_alive(int(pid), run.info.start_time)
+        )
 
     closed = _close_running(uri, f"tags.`{HOST_TAG}` = '{host}'", keep=owner_lives)
     if closed:

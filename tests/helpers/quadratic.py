@@ -1,11 +1,13 @@
 """A Hydra task that is not train.py: both Optuna sweepers run any task function. It returns a
 quadratic of its config (`x`, `y`, and `z` unless the sweep deletes it) or, with `pair: true`,
-two objectives; `error: true` raises; `nan_first: true` returns NaN from the sweep's first job.
-`extend` is a custom search space (`hydra.sweeper.custom_search_space=quadratic.extend`)."""
+two objectives, after `sleep` seconds; `error: true` raises; `nan_first: true` returns NaN from
+the sweep's first job. `extend` is a custom search space
+(`hydra.sweeper.custom_search_space=quadratic.extend`)."""
 
 from __future__ import annotations
 
 import math
+import time
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,6 +25,7 @@ def extend(cfg: DictConfig, trial) -> None:
 
 @hydra.main(config_path=".", config_name="quadratic", **main_kwargs([]))
 def main(cfg: DictConfig):
+    time.sleep(cfg.sleep)
     if cfg.error:
         raise RuntimeError("the config asked for an error")
     if cfg.nan_first and HydraConfig.get().job.num == 0:

@@ -15,8 +15,11 @@ import hashlib
 import json
 import logging
 import math
+import os
 import signal
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -49,7 +52,7 @@ from hypersweep.search_space import (
     grid_values,
     parse,
 )
-from hypersweep.tracking import tie_break
+from hypersweep.tracking import process_alive, tie_break
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -73,6 +76,76 @@ def trials_run(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -
         for t in study.get_trials(deepcopy=False, states=states)
         if t.user_attrs.get("status_reason") != "interrupted"
     )
+
+
+# Which command runs a trial: the sweeper that asked it writes its host and pid on it, and a
+# heartbeat every HEARTBEAT_S while it runs, so that another command on the same study (several
+# workers on one study, on one machine or several) tells a live trial from one a dead command
+# left RUNNING.
+HEARTBEAT_S = 10.0
+STALE_S = 6 * HEARTBEAT_S
+HOST = socket.gethostname()
+
+
+def _owned_here(trial: optuna.trial.FrozenTrial) -> bool:
+    owner = trial.user_attrs.get("owner") or {}
+    return owner.get("host") == HOST and owner.get("pid") == os.getpid()
+
+
+def _alive(trial: optuna.trial.FrozenTrial, now: float) -> bool:
+    """Whether the command that asked a RUNNING trial still runs it: a fresh heartbeat and, on
+    this machine, its process. A trial of an older sweep (no owner) counts as dead, as before."""
+    owner = trial.user_attrs.get("owner") or {}
+    if not owner or now - float(trial.user_attrs.get("heartbeat", 0)) > STALE_S:
+        return False
+    if owner.get("host") != HOST:
+        return True
+    started_ms = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else 0
+    return owner.get("pid") == os.getpid() or process_alive(int(owner.get("pid", 0)), started_ms)
+
+
+def running_elsewhere(study: optuna.Study) -> int:
+    """RUNNING trials that another live command runs: they count toward n_trials already."""
+    now = time.time()
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not _owned_here(t) and _alive(t, now)
+    )
+
+
+class Heartbeat:
+    """A daemon thread that stamps this command's RUNNING trials every HEARTBEAT_S."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study, self.stop = study, threading.Event()
+        self.thread = threading.Thread(target=self._run, name="hypersweep-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            try:
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    if _owned_here(t):
+                        beat(self.study, t._trial_id)
+            except Exception as e:  # noqa: BLE001 - a storage hiccup: the next beat retries
+                log.debug("heartbeat: %s", e)
+
+    def close(self) -> None:
+        self.stop.set()
+
+
+def beat(study: optuna.Study, trial_id: int) -> None:
+    with contextlib.suppress(RuntimeError, ValueError):  # told meanwhile: nothing to stamp
+        study._storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+
+
+def ask(study: optuna.Study) -> optuna.Trial:
+    """A new trial, marked as this command's."""
+    trial = study.ask()
+    study._storage.set_trial_user_attr(trial._trial_id, "owner", {"host": HOST, "pid": os.getpid()})
+    beat(study, trial._trial_id)
+    return trial
 
 
 def search_arguments(sweeper_cfg: DictConfig, arguments: list[str]) -> list[str]:
@@ -386,11 +459,15 @@ class HypersweepSweeper(Sweeper):
         )
 
         total = self.n_trials * self.stages
-        for stage in range(1, self.stages + 1):
-            if stage > 1:
-                params = self._narrow(study, params)
-            target = self.n_trials * stage
-            self._run_stage(study, params, fixed, target, total)
+        heartbeat = Heartbeat(study)
+        try:
+            for stage in range(1, self.stages + 1):
+                if stage > 1:
+                    params = self._narrow(study, params)
+                target = self.n_trials * stage
+                self._run_stage(study, params, fixed, target, total)
+        finally:
+            heartbeat.close()
         return self._write_results(study, params)
 
     def _with_space(self, sampler: Any, params: list[Param]) -> Any:
@@ -409,15 +486,27 @@ class HypersweepSweeper(Sweeper):
         done = len(study.get_trials(deepcopy=False))
         if seed is None or not done or isinstance(study.sampler, optuna.samplers.QMCSampler):
             return study.sampler
-        digest = hashlib.sha256(f"{seed}:{done}".encode()).digest()
+        # Another command working on the study now would draw what this one draws: each its own.
+        shared = f":{HOST}:{os.getpid()}" if running_elsewhere(study) else ""
+        digest = hashlib.sha256(f"{seed}:{done}{shared}".encode()).digest()
         cfg = OmegaConf.merge(self.sampler_cfg, {"seed": int.from_bytes(digest[:4], "big")})
         log.info("Sampler reseeded for a study with %d trials (seed %s and that count)", done, seed)
         return self._with_space(_built(cfg, "sampler"), params)
 
     def _recover(self, study: optuna.Study) -> int:
-        """Trials left RUNNING by an interrupted sweep are marked FAIL; returns trials done."""
-        storage = study._storage
+        """Trials left RUNNING by an interrupted sweep are marked FAIL; those another live
+        command runs are left to it. Returns trials done."""
+        storage, now = study._storage, time.time()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if _alive(trial, now):
+                owner = trial.user_attrs["owner"]
+                log.info(
+                    "Trial %d is running in another command (%s, pid %s): left to it",
+                    trial.number,
+                    owner.get("host"),
+                    owner.get("pid"),
+                )
+                continue
             storage.set_trial_user_attr(trial._trial_id, "status_reason", "interrupted")
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             _close_mlflow_run(study, trial)
@@ -435,12 +524,12 @@ class HypersweepSweeper(Sweeper):
         if hasattr(self.launcher, "submit"):
             return self._run_stage_async(study, params, fixed, target, total)
         failures: list[str] = []
-        while (done := trials_run(study)) < target:
+        while (done := trials_run(study) + running_elsewhere(study)) < target:
             batch: list[optuna.Trial] = []
             try:
                 with _sigint_held():  # every trial asked is in `batch`
                     for _ in range(min(self.n_jobs, target - done)):
-                        batch.append(study.ask())
+                        batch.append(ask(study))
                 overrides = [self._trial_overrides(study, t, params, fixed) for t in batch]
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             except BaseException:
@@ -466,9 +555,12 @@ class HypersweepSweeper(Sweeper):
         running: dict[Future, optuna.Trial] = {}
         try:
             while True:
-                while len(running) < slots and trials_run(study) + len(running) < target:
+                while (
+                    len(running) < slots
+                    and trials_run(study) + len(running) + running_elsewhere(study) < target
+                ):
                     with _sigint_held():  # every trial asked is in `running`
-                        trial = study.ask()
+                        trial = ask(study)
                         overrides = self._trial_overrides(study, trial, params, fixed)
                         running[self.launcher.submit(overrides, self.job_idx)] = trial
                     self.job_idx += 1
