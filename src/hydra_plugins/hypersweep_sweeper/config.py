@@ -38,7 +38,7 @@ class TPESamplerConfig(SamplerConfig):
     multivariate: bool = False
     group: bool = False
     warn_independent_sampling: bool | None = None
-    # Parallel trials (n_jobs > 1, the pool) want true: search=tpe and its presets set it.
+    # Parallel trials (n_jobs > 1, the pool) want true; the sweeper says so when it is false.
     constant_liar: bool = False
     constraints_func: Any | None = None
 

@@ -68,13 +68,24 @@ class SweepFailed(RuntimeError):
     """Too many trials failed; the message says how many and the last error."""
 
 
-def trials_run(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int:
-    """Trials that count toward n_trials: finished ones, failures included, but not those an
-    interrupted sweep left behind (a resumed sweep runs them again)."""
+def _was_run(trial: optuna.trial.FrozenTrial) -> bool:
+    """Finished, failures included, but not left behind by an interrupted sweep (a resumed
+    sweep runs it again)."""
+    return trial.state in FINISHED and trial.user_attrs.get("status_reason") != "interrupted"
+
+
+def trials_run(study: optuna.Study) -> int:
+    """Trials that count toward n_trials."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED) if _was_run(t))
+
+
+def failures_counted(study: optuna.Study) -> int:
+    """FAIL trials that count toward max_failure_rate: not the interrupted ones (run again) nor
+    those whose result was rejected (the job itself did not fail)."""
     return sum(
         1
-        for t in study.get_trials(deepcopy=False, states=states)
-        if t.user_attrs.get("status_reason") != "interrupted"
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if t.user_attrs.get("status_reason") not in ("interrupted", "rejected")
     )
 
 
@@ -104,14 +115,23 @@ def _alive(trial: optuna.trial.FrozenTrial, now: float) -> bool:
     return owner.get("pid") == os.getpid() or process_alive(int(owner.get("pid", 0)), started_ms)
 
 
+def _running_elsewhere(trial: optuna.trial.FrozenTrial, now: float) -> bool:
+    return trial.state == TrialState.RUNNING and not _owned_here(trial) and _alive(trial, now)
+
+
 def running_elsewhere(study: optuna.Study) -> int:
-    """RUNNING trials that another live command runs: they count toward n_trials already."""
+    """RUNNING trials that another live command runs."""
     now = time.time()
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if not _owned_here(t) and _alive(t, now)
-    )
+    trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return sum(1 for t in trials if _running_elsewhere(t, now))
+
+
+def trials_counted(study: optuna.Study) -> int:
+    """What counts toward n_trials before this command asks another trial: the trials run
+    (`trials_run`) and those another live command is running; one read of the study."""
+    now = time.time()
+    trials = study.get_trials(deepcopy=False)
+    return sum(1 for t in trials if _was_run(t) or _running_elsewhere(t, now))
 
 
 class Heartbeat:
@@ -242,8 +262,6 @@ def _built(cfg: Any, key: str) -> Any:
     """A sampler or pruner from its config; what its factory refuses is one line."""
     try:
         return trust.instantiate(cfg, trust.SEARCH)
-    except ConfigError:
-        raise
     except Exception as e:  # noqa: BLE001 - Hydra wraps the factory's own error
         cause = e.__cause__ or e
         if isinstance(cause, ConfigError):
@@ -416,7 +434,7 @@ class HypersweepSweeper(Sweeper):
             if hasattr(self.launcher, "shutdown"):
                 self.launcher.shutdown(terminate=not ended)
 
-    def _sweep(self, arguments: list[str]) -> Any:
+    def _sweep(self, arguments: list[str]) -> None:
         self._build()
         self._check()
         _warn_legacy(self.config.hydra.sweeper)
@@ -468,7 +486,7 @@ class HypersweepSweeper(Sweeper):
                 self._run_stage(study, params, fixed, target, total)
         finally:
             heartbeat.close()
-        return self._write_results(study, params)
+        self._write_results(study, params)
 
     def _with_space(self, sampler: Any, params: list[Param]) -> Any:
         """The grid sampler is built partially: it takes the search space here."""
@@ -524,7 +542,7 @@ class HypersweepSweeper(Sweeper):
         if hasattr(self.launcher, "submit"):
             return self._run_stage_async(study, params, fixed, target, total)
         failures: list[str] = []
-        while (done := trials_run(study) + running_elsewhere(study)) < target:
+        while (done := trials_counted(study)) < target:
             batch: list[optuna.Trial] = []
             try:
                 with _sigint_held():  # every trial asked is in `batch`
@@ -555,10 +573,7 @@ class HypersweepSweeper(Sweeper):
         running: dict[Future, optuna.Trial] = {}
         try:
             while True:
-                while (
-                    len(running) < slots
-                    and trials_run(study) + len(running) + running_elsewhere(study) < target
-                ):
+                while len(running) < slots and trials_counted(study) + len(running) < target:
                     with _sigint_held():  # every trial asked is in `running`
                         trial = ask(study)
                         overrides = self._trial_overrides(study, trial, params, fixed)
@@ -594,11 +609,7 @@ class HypersweepSweeper(Sweeper):
         error = self._tell(study, trial, ret)
         if error:
             failures.append(error)
-        failed = trials_run(study, (TrialState.FAIL,)) - sum(
-            1
-            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if t.user_attrs.get("status_reason") == "rejected"
-        )
+        failed = failures_counted(study)
         if failures and failed > self.max_failure_rate * total:
             raise SweepFailed(
                 f"{failed} of {total} trials failed, more than "
@@ -786,7 +797,7 @@ class HypersweepSweeper(Sweeper):
         return narrowed
 
     # -- results ----------------------------------------------------------------------------
-    def _write_results(self, study: optuna.Study, params: list[Param]) -> dict[str, Any]:
+    def _write_results(self, study: optuna.Study, params: list[Param]) -> None:
         by_name = {p.name: p for p in params}
         counts = {
             s.name: len(study.get_trials(deepcopy=False, states=(s,)))
@@ -829,7 +840,6 @@ class HypersweepSweeper(Sweeper):
             log.info("Pareto front: %d trials", len(results["solutions"]))
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
-        return results
 
 
 _SKIPPED = object()  # a param whose condition did not hold in a trial
