@@ -12,7 +12,7 @@ class CrashingMLP(MLP):
 
 
 class SlowMLP(MLP):
-    """The sweep's first job spends 5 s in its first forward pass (inside the job's MLflow run),
+    """The sweep's first job spends 12 s in its first forward pass (inside the job's MLflow run),
     whatever order the sampler proposes the trials in."""
 
     def __init__(self, *args, hidden_units: int = 64, **kwargs):
@@ -26,7 +26,7 @@ class SlowMLP(MLP):
             import time
 
             self.slow = False
-            time.sleep(5.0)
+            time.sleep(12.0)
         return super().forward(x)
 
 
