@@ -6,6 +6,11 @@ weights kept), a report to the caller, which may ask to stop (pruning). A non-fi
 the run as "diverged". Several models (the folds of a cross-validation) train in lockstep and
 report their mean; models of one architecture can train stacked as one (`StackedMembers`, see
 `hypersweep.stacking`).
+
+Preemption: `interrupted` is polled before every mini-batch; when it says so, the loop raises
+`Interrupted` with everything needed to continue exactly where it stopped (weights, optimizer,
+scheduler, early-stopping and RNG state, the epoch's shuffle order and position); `resume=` that
+state continues the fit as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -26,6 +31,23 @@ from hypersweep.stacking import Stacked
 
 # Called after every epoch with (epoch, metrics); returns a stop reason (e.g. "pruned") or None.
 EpochCallback = Callable[[int, dict[str, float]], "str | None"]
+
+
+class Interrupted(Exception):
+    """Training stopped between two mini-batches because `interrupted()` said so. `state`
+    (plain containers and tensors: `torch.save`-able, loadable with weights_only) continues it:
+    `fit_members(..., resume=state)`; `epoch` is the epoch that was in progress."""
+
+    def __init__(self, state: dict[str, Any], epoch: int) -> None:
+        super().__init__(f"interrupted in epoch {epoch}")
+        self.state, self.epoch = state, epoch
+
+
+class _Stopped(Exception):
+    """Raised by a trainer between batches: where it was in its epoch."""
+
+    def __init__(self, position: dict[str, Any]) -> None:
+        self.position = position
 
 
 @dataclass
@@ -144,7 +166,7 @@ class _Epochs:
         data = member.data
         self._setup(member, data, len(data.x_train), batch_size, l1, precision)
         self.loss_fn = loss_function(self.task)
-        self.shuffle = torch.Generator(device=self.device).manual_seed(seed)
+        self.shuffles = [torch.Generator(device=self.device).manual_seed(seed)]
 
     def _setup(
         self,
@@ -158,6 +180,7 @@ class _Epochs:
         """What every trainer holds: `n` training rows per epoch in batches, the L1 weights,
         autocast and loss scaling."""
         self.member, self.l1 = member, l1
+        self.interrupted: Callable[[], object] | None = None
         self.device, self.task = data.x_train.device, data.task
         self.n = n
         self.batch_size = min(batch_size, n)
@@ -188,14 +211,57 @@ class _Epochs:
             self.scaler.step(optimizer)
             self.scaler.update()
 
-    def train(self) -> torch.Tensor:
-        """One epoch of training; returns the mean training loss as a device scalar."""
+    def _orders(self) -> torch.Tensor:
+        """This epoch's shuffle: (members, rows) indices."""
+        return torch.randperm(self.n, device=self.device, generator=self.shuffles[0])[None]
+
+    def _batches(
+        self, position: dict[str, Any] | None, loss_shape: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+        """The epoch's orders, loss accumulator and batches still to train: a fresh epoch, or
+        the rest of one that was interrupted at `position`."""
+        if position is None:
+            return self._orders(), torch.zeros(loss_shape, device=self.device), self.bounds
+        orders = position["orders"].to(self.device)
+        return orders, position["loss_sum"].to(self.device), self.bounds[position["batch"] :]
+
+    def _check(self, orders: torch.Tensor, loss_sum: torch.Tensor, batch: int) -> None:
+        """Before each batch: stop here if asked (see `Interrupted`)."""
+        if self.interrupted is not None and self.interrupted():
+            raise _Stopped({"orders": orders, "loss_sum": loss_sum, "batch": batch})
+
+    def state(self) -> dict[str, Any]:
+        """What continues this trainer: weights, optimizer, scheduler, shuffles, loss scaler."""
+        member = self.member
+        return {
+            "model": member.model.state_dict(),
+            "optimizer": member.optimizer.state_dict(),
+            "scheduler": member.scheduler.state_dict() if member.scheduler is not None else None,
+            "shuffles": [g.get_state() for g in self.shuffles],
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        member = self.member
+        member.model.load_state_dict(state["model"])
+        member.optimizer.load_state_dict(state["optimizer"])
+        if member.scheduler is not None:
+            member.scheduler.load_state_dict(state["scheduler"])
+        for g, s in zip(self.shuffles, state["shuffles"], strict=True):
+            g.set_state(s)
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+
+    def train(self, position: dict[str, Any] | None = None) -> torch.Tensor:
+        """One epoch of training (or the rest of one, from `position`); returns the mean
+        training loss as a device scalar."""
         model, data = self.member.model, self.member.data
-        n = self.n
         model.train()
-        order = torch.randperm(n, device=self.device, generator=self.shuffle)
-        loss_sum = torch.zeros((), device=self.device)
-        for start, end in self.bounds:
+        orders, loss_sum, bounds = self._batches(position, ())
+        order = orders[0]
+        first = len(self.bounds) - len(bounds)
+        for i, (start, end) in enumerate(bounds, first):
+            self._check(orders, loss_sum, i)
             idx = order[start:end]
             xb, yb = data.x_train[idx], _targets(data.y_train[idx], self.task)
             with self.autocast():
@@ -215,9 +281,9 @@ class _Epochs:
             autocast=self.autocast,
         )
 
-    def epoch(self, score: str) -> torch.Tensor:
+    def epoch(self, score: str, position: dict[str, Any] | None = None) -> torch.Tensor:
         """Train one epoch and validate: (members, 3) of train loss, val loss and `score`."""
-        train_loss = self.train()
+        train_loss = self.train(position)
         val = self.validate()
         return torch.stack([train_loss, val["loss"], val[score]], dim=-1).reshape(-1, 3)
 
@@ -264,18 +330,23 @@ class _StackedEpochs(_Epochs):
         self.val_rows = self.val_mask.sum(dim=1)
         self.y_scale = torch.tensor([d.y_scale for d in member.data], device=self.device)
 
-    def train(self) -> torch.Tensor:
-        """One epoch of every member; returns their mean training losses, shape (members,)."""
-        model = self.member.model
-        model.train()
-        orders = torch.stack(
+    def _orders(self) -> torch.Tensor:
+        return torch.stack(
             [
                 torch.randperm(size, device=self.device, generator=g)[: self.n]
                 for size, g in zip(self.sizes, self.shuffles, strict=True)
             ]
         )
-        loss_sum = torch.zeros(self.size, device=self.device)
-        for start, end in self.bounds:
+
+    def train(self, position: dict[str, Any] | None = None) -> torch.Tensor:
+        """One epoch of every member (or the rest of one, from `position`); returns their mean
+        training losses, shape (members,)."""
+        model = self.member.model
+        model.train()
+        orders, loss_sum, bounds = self._batches(position, (self.size,))
+        first = len(self.bounds) - len(bounds)
+        for i, (start, end) in enumerate(bounds, first):
+            self._check(orders, loss_sum, i)
             idx = orders[:, start:end]
             with self.autocast():
                 out = model(self.x[self.rows, idx]).float()
@@ -367,18 +438,22 @@ def fit_members(
     seed: int = 0,
     precision: str = "fp32",
     on_epoch: EpochCallback | None = None,
+    interrupted: Callable[[], object] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train the members in lockstep. The metrics of an epoch are the members' means (a
     cross-validation score when the members are folds); early stopping, pruning and divergence
     act on those means, so all members stop at the same epoch and keep that best epoch's weights;
     each member's scheduler steps on its own monitored value (stacked members share one, which
-    steps on their mean)."""
+    steps on their mean). `interrupted` and `resume`: see `Interrupted`."""
     trainers = [
         (_StackedEpochs if isinstance(m, StackedMembers) else _Epochs)(
             m, batch_size, l1, seed, precision
         )
         for m in members
     ]
+    for t in trainers:
+        t.interrupted = interrupted
     task = trainers[0].task
     score_name = "val_acc" if task == "classification" else "val_rmse"
     names = ["train_loss", "val_loss", score_name]
@@ -387,10 +462,45 @@ def fit_members(
     best_metrics: dict[str, float] = {}
     member_metrics: list[dict[str, float]] = []
     status = "completed"
+    first_epoch, pending = 1, None  # pending: the interrupted epoch's progress
+    if resume is not None:
+        for t, state in zip(trainers, resume["trainers"], strict=True):
+            t.load_state(state)
+        history, best_metrics, member_metrics = (
+            resume["history"],
+            resume["best_metrics"],
+            resume["member_metrics"],
+        )
+        stopper.best, stopper.best_epoch, stopper.bad_epochs = resume["stopper"]
+        best = resume["best"]
+        _set_rng(resume["rng"])
+        first_epoch, pending = resume["epoch"], resume["pending"]
 
-    for epoch in range(1, max_epochs + 1):  # 1-based: MLflow steps and best_epoch read as epochs
+    def state(epoch: int, done: list[torch.Tensor], position: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "pending": {"rows": done, "trainer": len(done), "position": position},
+            "trainers": [t.state() for t in trainers],
+            "history": history,
+            "best_metrics": best_metrics,
+            "member_metrics": member_metrics,
+            "stopper": (stopper.best, stopper.best_epoch, stopper.bad_epochs),
+            "best": best,
+            "rng": _rng(),
+        }
+
+    # 1-based: MLflow steps and best_epoch read as epochs
+    for epoch in range(first_epoch, max_epochs + 1):
         started = time.perf_counter()
-        rows = torch.cat([t.epoch(score_name[4:]) for t in trainers])
+        done = [row.to(trainers[0].device) for row in pending["rows"]] if pending else []
+        try:
+            for i, t in enumerate(trainers[len(done) :], len(done)):
+                position = pending["position"] if pending and i == pending["trainer"] else None
+                done.append(t.epoch(score_name[4:], position))
+        except _Stopped as stop:
+            raise Interrupted(state(epoch, done, stop.position), epoch) from None
+        pending = None
+        rows = torch.cat(done)
         # One host sync per epoch for all metrics of all members.
         each = [dict(zip(names, row, strict=True)) for row in rows.tolist()]
         metrics = {k: math.fsum(m[k] for m in each) / len(each) for k in names}
@@ -440,21 +550,39 @@ def refit(
     seed: int = 0,
     precision: str = "fp32",
     on_epoch: EpochCallback | None = None,
+    interrupted: Callable[[], object] | None = None,
 ) -> list[float]:
     """Train on all of `member.data`'s training rows for `len(lrs)` epochs, epoch i at `lrs[i]`
     (the learning rates the validated run used), with no validation: the refit after a
-    cross-validation. Returns the training loss per epoch; stops at a non-finite one."""
+    cross-validation. Returns the training loss per epoch; stops at a non-finite one. An
+    interrupted refit (`Interrupted`, with no state) starts again from its beginning."""
     trainer = _Epochs(member, batch_size, l1, seed, precision)
+    trainer.interrupted = interrupted
     losses: list[float] = []
     for epoch, lr in enumerate(lrs, 1):
         for group in member.optimizer.param_groups:
             group["lr"] = lr
-        losses.append(trainer.train().item())
+        try:
+            losses.append(trainer.train().item())
+        except _Stopped:
+            raise Interrupted({}, epoch) from None
         if on_epoch:
             on_epoch(epoch, {"refit_train_loss": losses[-1]})
         if not math.isfinite(losses[-1]):
             break
     return losses
+
+
+def _rng() -> dict[str, Any]:
+    """The global RNG streams (dropout draws from them)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def _set_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -1,0 +1,108 @@
+"""Preemption: a fit stopped between two mini-batches continues from its saved state as if it
+had never stopped; SIGTERM and Ctrl-C to a run, a sweep and the pool save that state, end the
+runs KILLED with status_reason=preempted, and the same command continues."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from hypersweep import data as data_module
+from hypersweep.fit import EarlyStopping, Interrupted, fit_members
+from hypersweep.job import _members
+
+from conftest import TINY, compose_cfg
+
+SERIES = ("train_loss", "val_loss", "val_acc", "lr")
+
+
+def _fit(cfg, **kw):
+    if cfg.data.get("cv_folds"):
+        datasets = data_module.load_folds(cfg.data)
+    else:
+        datasets = [data_module.load(cfg.data)]
+    es = cfg.trainer.early_stopping
+    members = _members(cfg, datasets, None)
+    result = fit_members(
+        members,
+        max_epochs=cfg.trainer.max_epochs,
+        batch_size=cfg.trainer.batch_size,
+        stopper=EarlyStopping(es.resolved_mode, es.patience, es.min_delta),
+        monitor=es.monitor,
+        l1=cfg.regularization.l1,
+        seed=cfg.trainer.seed,
+        **kw,
+    )
+    return members, result
+
+
+def _after(calls: int):
+    """An `interrupted` that says stop on its `calls`-th poll (one poll per mini-batch)."""
+    polls = iter(range(calls, 0, -1))
+    return lambda: next(polls, 0) == 1
+
+
+def _saved(state):
+    """Through a file, as a checkpoint goes: torch.save, then a weights_only load."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize(
+    "overrides,stop_at,epoch",
+    [
+        # digits: 1,257 training rows, 10 batches of 128 per epoch.
+        # Dropout (the global RNG), momentum, a step schedule; stopped in epoch 2's 7th batch.
+        (
+            [
+                "regularization=dropout",
+                "optimizer=momentum",
+                "scheduler=piecewise",
+                "scheduler.milestones=[2]",
+            ],
+            17,
+            2,
+        ),
+        # Adam's state, a plateau schedule, early stopping's counters; at epoch 3's start.
+        (["scheduler=plateau", "scheduler.patience=0", "trainer.early_stopping.patience=2"], 21, 3),
+        # Three stacked folds (8 batches each epoch): epoch 2's last batch.
+        (["data.cv_folds=3", "regularization=l1"], 16, 2),
+        # Two folds one after another (6 batches each): the second fold's third in epoch 3.
+        (["data.cv_folds=2", "trainer.stack_folds=false", "regularization=batchnorm"], 33, 3),
+    ],
+    ids=["dropout-momentum-steps", "adam-plateau", "stacked-folds", "folds-one-by-one"],
+)
+def test_a_fit_continued_from_its_saved_state_ends_as_an_uninterrupted_one(
+    overrides, stop_at, epoch
+):
+    cfg = compose_cfg(
+        [*TINY, "trainer.max_epochs=4", "trainer.batch_size=128", "data=digits", *overrides]
+    )
+    members, whole = _fit(cfg)
+
+    with pytest.raises(Interrupted) as stopped:
+        _fit(cfg, interrupted=_after(stop_at))
+    state = _saved(stopped.value.state)
+    members_again, continued = _fit(cfg, resume=state)
+
+    assert continued.epochs_run == whole.epochs_run
+    assert stopped.value.epoch == epoch
+    for epoch, (a, b) in enumerate(zip(whole.history, continued.history, strict=True), 1):
+        assert {k: a[k] for k in SERIES} == {k: b[k] for k in SERIES}, epoch
+    assert continued.best_epoch == whole.best_epoch
+    assert {k: continued.best_metrics[k] for k in SERIES} == {
+        k: whole.best_metrics[k] for k in SERIES
+    }
+    for k, v in whole.best_state.items():
+        assert torch.equal(v, continued.best_state[k]), k
+
+
+def test_a_fit_that_is_never_interrupted_polls_once_per_batch():
+    cfg = compose_cfg([*TINY, "trainer.max_epochs=2", "data=digits"])
+    polls = []
+    _fit(cfg, interrupted=lambda: polls.append(1) and False)
+    assert len(polls) == 2 * 10  # 1,257 training rows: 10 batches of 128 per epoch
