@@ -128,19 +128,20 @@ def kill_train_when(
     timeout: float,
     what: str,
     sig: signal.Signals = signal.SIGKILL,
+    stderr: Path | None = None,
 ) -> tuple[subprocess.Popen, Any]:
     """Start `python train.py ARGS` from `cwd` in the background, poll `ready()` until it returns
     something truthy, then send `sig`: SIGKILL to the process (no chance to clean up), any
     other signal to its whole process group, as a terminal sends Ctrl-C (SIGINT) to a command
     and the processes it started. Returns the process, exited, and what `ready()` returned;
-    fails the test with `what` if it never was ready."""
+    fails the test with `what` if it never was ready. `stderr`: a file for its stderr."""
     group = sig != signal.SIGKILL
     proc = subprocess.Popen(
         _train_command(args),
         cwd=cwd,
         env=_train_env(None),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr.open("w") if stderr else subprocess.DEVNULL,
         start_new_session=group,
         # A background process starts with SIGINT ignored: give it a terminal's default.
         preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if group else None,

@@ -5,6 +5,9 @@ runs KILLED with status_reason=preempted, and the same command continues."""
 from __future__ import annotations
 
 import io
+import shutil
+import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +16,7 @@ from hypersweep import data as data_module
 from hypersweep.fit import EarlyStopping, Interrupted, fit_members
 from hypersweep.job import _members
 
-from conftest import TINY, compose_cfg
+from conftest import TINY, compose_cfg, kill_train_when, train
 
 SERIES = ("train_loss", "val_loss", "val_acc", "lr")
 
@@ -106,3 +109,86 @@ def test_a_fit_that_is_never_interrupted_polls_once_per_batch():
     polls = []
     _fit(cfg, interrupted=lambda: polls.append(1) and False)
     assert len(polls) == 2 * 10  # 1,257 training rows: 10 batches of 128 per epoch
+
+
+# Long enough to be stopped mid-training: ~0.1 s per epoch.
+LONG = [
+    *TINY,
+    "trainer.max_epochs=40",
+    "trainer.batch_size=8",
+    "trainer.early_stopping.patience=100",
+    "regularization=dropout",
+]
+
+
+def _store_args(store):
+    return [f"tracking.uri={store['uri']}", f"tracking.artifact_root={store['artifacts']}"]
+
+
+def _histories(client, run_id):
+    return {
+        key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)] for key in SERIES
+    }
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, migrated_store):
+    """The per-epoch metrics of the LONG run, never stopped."""
+    from mlflow import MlflowClient
+
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    (cwd / "mlruns").mkdir()
+    shutil.copy(migrated_store, cwd / "mlruns" / "mlflow.db")
+    result = train(LONG, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return _histories(client, run.info.run_id)
+
+
+def _epochs_logged(client, at_least: int):
+    """The run, once it has logged `at_least` epochs (the job flushes every 2 s)."""
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    for run in runs:
+        if len(client.get_metric_history(run.info.run_id, "val_loss")) >= at_least:
+            return run
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_signalled_run_saves_its_state_and_the_same_command_continues_it(
+    tmp_path, store, mlflow_client, uninterrupted, sig
+):
+    args = [*LONG, *_store_args(store)]
+    log = tmp_path / "stderr.txt"
+    proc, run = kill_train_when(
+        args,
+        tmp_path,
+        lambda: _epochs_logged(mlflow_client, 3),
+        120,
+        "the run never logged 3 epochs",
+        sig=sig,
+        stderr=log,
+    )
+    assert proc.returncode == 128 + sig
+    said = [line for line in log.read_text().splitlines() if line.startswith("hypersweep:")]
+    assert len(said) == 1 and said[0].startswith(f"hypersweep: preempted ({sig.name}): ")
+    assert "Traceback" not in log.read_text()
+    stopped = mlflow_client.get_run(run.info.run_id)
+    assert stopped.info.status == "KILLED"
+    assert stopped.data.tags["status_reason"] == "preempted"
+    state = Path(stopped.data.tags["resume_state"])
+    assert state.is_file() and not list(state.parent.glob(".*.tmp"))
+    epoch = int(stopped.data.tags["preempted_epoch"])
+    assert 3 < epoch < 40
+
+    result = train(args, cwd=tmp_path)  # the same command
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"continuing run {run.info.run_id} from epoch {epoch}" in result.stdout + result.stderr
+    (only,) = mlflow_client.search_runs([run.info.experiment_id])
+    assert only.info.run_id == run.info.run_id and only.info.status == "FINISHED"
+    assert only.data.tags["status_reason"] == "completed"
+    assert "resume_state" not in only.data.tags and not state.exists()
+    # every epoch once, each with the value of the run that was never stopped
+    assert _histories(mlflow_client, run.info.run_id) == uninterrupted

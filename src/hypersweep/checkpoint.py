@@ -29,6 +29,12 @@ def save_checkpoint(
     return write_atomically(path, lambda f: torch.save(payload, f))
 
 
+def save_resume_state(path: Path, payload: dict[str, Any]) -> Path:
+    """A preempted run's whole training state (`hypersweep.fit.Interrupted`), written
+    atomically: a second preemption during the write leaves the previous state or none."""
+    return write_atomically(path, lambda f: torch.save(payload, f))
+
+
 def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     """`write` into a temporary file beside `path`, flushed to disk, then renamed over it: a
     reader sees the old file or the whole new one, never a torn one; no temporary is left."""

@@ -3,20 +3,24 @@ MLflow and Optuna at once."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import math
 import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from hypersweep import data as data_module
-from hypersweep import tracking, trust
-from hypersweep.checkpoint import save_checkpoint
+from hypersweep import preemption, tracking, trust
+from hypersweep.checkpoint import load_checkpoint, save_checkpoint, save_resume_state
 from hypersweep.cli import REPRODUCED_FROM_ENV
 from hypersweep.config import ConfigError, metric_mode, objective_metric, validate
 from hypersweep.data import Splits
@@ -24,6 +28,7 @@ from hypersweep.errors import exit_with
 from hypersweep.fit import (
     EarlyStopping,
     FitResult,
+    Interrupted,
     Member,
     Scheduler,
     StackedMembers,
@@ -52,7 +57,9 @@ def select_device(requested: str) -> torch.device:
 
 
 def main(cfg: DictConfig) -> float:
-    """Hydra task function: a bad config is one line on stderr and exit status 2."""
+    """Hydra task function: a bad config is one line on stderr and exit status 2; SIGTERM or
+    Ctrl-C saves the run's state and stops (`hypersweep.preemption`)."""
+    preemption.install()
     try:
         return run(cfg)
     except ConfigError as e:
@@ -60,6 +67,7 @@ def main(cfg: DictConfig) -> float:
 
 
 def run(cfg: DictConfig) -> float:
+    preemption.raise_if_requested("before the job started: nothing to save")
     validate(cfg)
     device = select_device(cfg.trainer.device)
     if cfg.trainer.precision == "fp16" and device.type != "cuda":
@@ -77,14 +85,17 @@ def run(cfg: DictConfig) -> float:
         datasets = [fold.to(device) for fold in data_module.load_folds(cfg.data)]
     else:
         datasets = [data_module.load(cfg.data).to(device)]
-    warm = _warm_state(cfg.tracking.uri, str(cfg.resume_from)) if cfg.get("resume_from") else None
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    uri = cfg.tracking.uri
+    resume_path, saved = _preempted_state(cfg, resolved)
+    warm = None
+    if cfg.get("resume_from") and saved is None:
+        warm = _warm_state(uri, str(cfg.resume_from))
     members = _members(cfg, datasets, warm)
     es = cfg.trainer.early_stopping
     stopper = EarlyStopping(es.resolved_mode, es.patience, es.min_delta)
 
     overrides = list(hydra_cfg.overrides.task)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    uri = cfg.tracking.uri
     sweep = tracking.read_sweep_file(hydra_cfg.sweep.dir) if _multirun(hydra_cfg) else None
     if sweep is None:
         tracking.prepare_store(uri)
@@ -109,7 +120,7 @@ def run(cfg: DictConfig) -> float:
         tags[tracking.PARENT_TAG] = sweep["parent_run_id"]
     if reporter is not None:
         tags.update(reporter.tags)
-    if cfg.get("resume_from"):
+    if cfg.get("resume_from") and saved is None:
         tags["resumed_from"] = str(cfg.resume_from)
     reproduced_from = os.environ.get(REPRODUCED_FROM_ENV)
     if reproduced_from:
@@ -141,7 +152,32 @@ def run(cfg: DictConfig) -> float:
         params.update({k: v for k, v in source.items() if k.startswith("choice.")})
     if reporter is not None:
         reporter.attach_tracking(uri)
-    with tracking.JobRun(uri, exp_id, run_name, tags, params) as job_run:
+    continued = saved["run_id"] if saved else None
+    with tracking.JobRun(uri, exp_id, run_name, tags, params, continued) as job_run:
+        if saved is not None:
+            log.info(
+                "%s: continuing run %s from epoch %d, as it was preempted (%s)",
+                run_name,
+                continued,
+                saved["epoch"],
+                resume_path,
+            )
+            if reporter is not None:  # the pruner sees the whole curve
+                reporter.replay(saved["history"])
+
+        def preempted(phase: str, state: dict[str, Any], epoch: int) -> preemption.Preempted:
+            payload = {"run_id": job_run.run_id, "config": resolved, "phase": phase}
+            payload.update(epoch=epoch, history=result_history(phase, state), state=state)
+            save_resume_state(resume_path, payload)
+            if saved is not None and saved["source"] != str(resume_path):
+                Path(saved["source"]).unlink(missing_ok=True)  # superseded
+            job_run.mark_preempted(resume_path, epoch)
+            if reporter is not None:
+                reporter.preempted()
+            return preemption.stop(
+                f"{run_name} stopped in epoch {epoch}; run {job_run.run_id} is KILLED and its "
+                f"state saved: the same command continues it ({resume_path})"
+            )
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> str | None:
             job_run.log_epoch(epoch, metrics)
@@ -155,14 +191,21 @@ def run(cfg: DictConfig) -> float:
             "precision": cfg.trainer.precision,
         }
         try:
-            result = fit_members(
-                members,
-                max_epochs=cfg.trainer.max_epochs,
-                stopper=stopper,
-                monitor=es.monitor,
-                on_epoch=on_epoch,
-                **train,
-            )
+            if saved is not None and saved["phase"] == "refit":
+                result = FitResult(**saved["state"]["result"])
+            else:
+                result = fit_members(
+                    members,
+                    max_epochs=cfg.trainer.max_epochs,
+                    stopper=stopper,
+                    monitor=es.monitor,
+                    on_epoch=on_epoch,
+                    interrupted=preemption.requested,
+                    resume=saved["state"] if saved is not None else None,
+                    **train,
+                )
+        except Interrupted as stop:
+            raise preempted("fit", stop.state, stop.epoch) from None
         finally:
             progress.close()
         best_state = result.best_state if result.best_metrics else None
@@ -179,7 +222,11 @@ def run(cfg: DictConfig) -> float:
                 best_state = None
                 status.update({"refit": "skipped", "refit_outranked_by": rival})
             else:
-                best_state, refit_summary = _refit(cfg, result, device, warm, job_run, train)
+                try:
+                    best_state, refit_summary = _refit(cfg, result, device, warm, job_run, train)
+                except Interrupted:  # the refit starts again; the folds' work is kept
+                    state = {"result": dataclasses.asdict(result)}
+                    raise preempted("refit", state, result.epochs_run) from None
                 summary.update(refit_summary)
                 status["refit"] = "done" if best_state is not None else "diverged"
         _log_outcome(
@@ -194,6 +241,11 @@ def run(cfg: DictConfig) -> float:
             es.monitor,
             cfg.tracking.get("learning_curve", True),
         )
+        if saved is not None:
+            job_run.continued()
+    if saved is not None:  # done: nothing left to continue
+        resume_path.unlink(missing_ok=True)
+        Path(saved["source"]).unlink(missing_ok=True)
     if reporter is not None:
         reporter.finish(result.status_reason, summary)
 
@@ -285,7 +337,13 @@ def _refit(
     member = _member(cfg, data_module.load(cfg.data).to(device), warm)
     lrs = [h["lr"] for h in result.history[: result.best_epoch]]
     started = time.perf_counter()
-    losses = refit(member, lrs, on_epoch=lambda e, m: job_run.log_epoch(e, m), **train)
+    losses = refit(
+        member,
+        lrs,
+        on_epoch=lambda e, m: job_run.log_epoch(e, m),
+        interrupted=preemption.requested,
+        **train,
+    )
     # The last refit_train_loss is the per-epoch series' own.
     summary = {"refit_epochs": len(losses), "refit_seconds": time.perf_counter() - started}
     if not math.isfinite(losses[-1]):
@@ -318,6 +376,51 @@ def _fold_spread(result: FitResult) -> dict[str, float]:
     folds = result.member_metrics
     names = [k for k in folds[0] if k.startswith("val_")] if folds else []
     return {f"cv_{k}_std": statistics.pstdev(f[k] for f in folds) for k in names}
+
+
+def result_history(phase: str, state: dict[str, Any]) -> list[dict[str, float]]:
+    """The epochs a preempted run had finished."""
+    return state["result"]["history"] if phase == "refit" else state["history"]
+
+
+def _preempted_state(cfg: DictConfig, resolved: dict) -> tuple[Path, dict | None]:
+    """Where this run's state goes if it is preempted, and the state a preempted run with this
+    same config left there (or, with `resume_from=<id of a preempted run>`, the one that run
+    left), to continue from; None: start afresh."""
+    key = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+    path = Path(cfg.tracking.resume_dir) / f"{key[:24]}.pt"
+    source = path
+    if not path.exists() and cfg.get("resume_from"):
+        found = tracking.preempted_state_path(cfg.tracking.uri, str(cfg.resume_from))
+        if found is None:
+            return path, None
+        source = Path(found)
+    elif not path.exists():
+        return path, None
+    try:
+        saved = load_checkpoint(source)
+    except (OSError, RuntimeError, EOFError) as e:
+        raise ConfigError(
+            f"tracking.resume_dir: {source} cannot be read ({str(e).splitlines()[0][:200]}): "
+            "expected a hypersweep resume state; delete it to start the run afresh"
+        ) from None
+    if source != path:
+
+        def same(config: dict) -> dict:
+            return {k: v for k, v in config.items() if k != "resume_from"}
+
+        if same(saved["config"]) != same(resolved):
+            raise ConfigError(
+                f"resume_from={cfg.resume_from!r} is a preempted run with another config: "
+                "expected the same overrides as that run to continue it"
+            )
+    if not tracking.run_exists(cfg.tracking.uri, saved["run_id"]):
+        log.warning(
+            "%s: its run %s is gone from the store: starting afresh", source, saved["run_id"]
+        )
+        return path, None
+    saved["source"] = str(source)
+    return path, saved
 
 
 def _warm_state(uri: str, run_id: str) -> dict[str, torch.Tensor]:

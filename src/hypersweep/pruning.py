@@ -92,6 +92,17 @@ class TrialReporter:
         self.trial.report(value, epoch)
         return "pruned" if self.trial.should_prune() else None
 
+    def replay(self, history: list[dict[str, float]]) -> None:
+        """A preempted run continued in this trial: the epochs it had finished, as reports."""
+        for epoch, metrics in enumerate(history, 1):
+            value = metrics[self.monitor]
+            if self.prunable and math.isfinite(value):
+                self.trial.report(value, epoch)
+
+    def preempted(self) -> None:
+        """Stopped by a signal with its state saved: the sweeper runs it again (`_recover`)."""
+        self.study._storage.set_trial_user_attr(self.trial_id, "status_reason", "preempted")
+
     def finish(self, status_reason: str, summary: dict[str, float]) -> None:
         """Leave the outcome on the trial, for the sweeper (which may be another process)."""
         storage = self.study._storage

@@ -129,6 +129,8 @@ def _close_running(
 
 
 HOST_TAG, PID_TAG = "hypersweep.host", "hypersweep.pid"
+# A preempted run: where its state is; when another process took it up again (ms).
+RESUME_TAG, CONTINUED_TAG = "resume_state", "hypersweep.continued_ms"
 
 
 def process_tags() -> dict[str, str]:
@@ -166,16 +168,39 @@ def close_orphaned_runs(uri: str) -> list[str]:
 
     def owner_lives(run: Any) -> bool:
         pid = run.data.tags.get(PID_TAG, "")
-        return (
-            not pid.isdigit()
-            or int(pid) == os.getpid()
-            or process_alive(int(pid), run.info.start_time)
-        )
+        # A preempted run that another process continues: that process started later.
+        since = max(run.info.start_time, int(run.data.tags.get(CONTINUED_TAG, "0") or 0))
+        return not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid), since)
 
     closed = _close_running(uri, f"tags.`{HOST_TAG}` = '{host}'", keep=owner_lives)
     if closed:
         log.warning("Closed %d run(s) left RUNNING by a process that died: KILLED", len(closed))
     return closed
+
+
+def preempted_state_path(uri: str, run_id: str) -> str | None:
+    """Where a preempted run (KILLED, status_reason=preempted) left its state; None for any
+    other run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = mlflow_client(uri).get_run(run_id)
+    except MlflowException:
+        return None
+    tags = run.data.tags
+    if run.info.status != "KILLED" or tags.get("status_reason") != "preempted":
+        return None
+    return tags.get(RESUME_TAG)
+
+
+def run_exists(uri: str, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client(uri).get_run(run_id)
+    except MlflowException:
+        return False
+    return True
 
 
 def run_params(uri: str, run_id: str) -> dict[str, str]:
@@ -462,15 +487,26 @@ class JobRun:
         run_name: str,
         tags: dict[str, str],
         params: dict[str, str],
+        continue_run: str | None = None,
         flush_every_s: float = 2.0,
     ) -> None:
-        from mlflow.entities import Param
+        """`continue_run`: the id of a preempted run this job continues (its params and the
+        metrics of its finished epochs are there already): RUNNING again, under this job's
+        name and tags."""
+        from mlflow.entities import Param, RunTag
 
         self.client = mlflow_client(uri)
-        self.run_id = self.client.create_run(
-            experiment_id, run_name=run_name, tags={**tags, **process_tags()}
-        ).info.run_id
-        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+        if continue_run is None:
+            self.run_id = self.client.create_run(
+                experiment_id, run_name=run_name, tags={**tags, **process_tags()}
+            ).info.run_id
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+        else:
+            self.run_id = continue_run
+            self.client.update_run(continue_run, status="RUNNING", name=run_name)
+            now = {CONTINUED_TAG: str(int(time.time() * 1000))}
+            tags = {**tags, **process_tags(), **now}
+            self.client.log_batch(continue_run, tags=[RunTag(k, v) for k, v in tags.items()])
         self.flush_every_s = flush_every_s
         self._buffer: list = []
         self._last_flush = time.monotonic()
@@ -503,17 +539,37 @@ class JobRun:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def mark_preempted(self, state: Path, epoch: int) -> None:
+        """Stopped by a signal with its state saved at `state`: what `hypersweep` and the same
+        command need to continue it."""
+        from mlflow.entities import RunTag
+
+        self.flush()
+        tags = {"status_reason": "preempted", RESUME_TAG: str(state), "preempted_epoch": str(epoch)}
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def continued(self) -> None:
+        """A continued run finished: no state is left to continue from."""
+        self.client.delete_tag(self.run_id, RESUME_TAG)
+
     def __enter__(self) -> JobRun:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        from hypersweep.preemption import Preempted
+
         if exc_type is None:
             status = "FINISHED"
+        elif issubclass(exc_type, Preempted):  # mark_preempted said why
+            status = "KILLED"
         else:
-            status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+            killed = issubclass(exc_type, KeyboardInterrupt)
+            status = "KILLED" if killed else "FAILED"
             try:
                 self.flush()
-                self.client.set_tag(self.run_id, "status_reason", "failed")
+                self.client.set_tag(
+                    self.run_id, "status_reason", "interrupted" if killed else "failed"
+                )
                 if exc is not None:
                     self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
             except Exception:  # noqa: BLE001 - never mask the job's own error
