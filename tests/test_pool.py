@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -119,7 +120,14 @@ def test_a_worker_that_dies_loses_no_trial_and_leaves_no_run_running(
     assert died.info.status == "KILLED" and died.data.tags["status_reason"] == "interrupted"
 
 
-def test_ctrl_c_stops_the_workers_and_a_rerun_resumes(tmp_path, store, mlflow_client):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
+def test_a_stopped_pool_saves_its_running_trials_and_a_rerun_continues_them(
+    tmp_path, store, mlflow_client, sig
+):
+    """Ctrl-C (to the terminal's process group; the workers ignore it and get SIGTERM from the
+    sweep) or SIGKILL of the sweep alone (its workers notice it is gone): the trials that were
+    training save their state and stop, no worker is left, and the same command continues
+    them, each in its own MLflow run."""
     args = [
         "-m",
         *TINY,
@@ -131,6 +139,7 @@ def test_ctrl_c_stops_the_workers_and_a_rerun_resumes(tmp_path, store, mlflow_cl
         *SPACE,
     ]
     journal = tmp_path / "multirun" / "optuna.journal"
+    log = tmp_path / "stderr.txt"
 
     def two_training_after_one_done() -> bool:
         trials = load(tmp_path).trials if journal.exists() else []
@@ -143,22 +152,62 @@ def test_ctrl_c_stops_the_workers_and_a_rerun_resumes(tmp_path, store, mlflow_cl
         two_training_after_one_done,
         240,
         "two trials never trained at once",
-        sig=signal.SIGINT,
-    )
-    assert proc.returncode != 0
-    interrupted = load(tmp_path)
-    assert not interrupted.get_trials(states=(TrialState.RUNNING,))
-    stopped = interrupted.get_trials(states=(TrialState.FAIL,))
-    assert len(stopped) >= 2 and all(
-        t.user_attrs["status_reason"] == "interrupted" for t in stopped
+        sig=sig,
+        stderr=log,
     )
     runs = child_runs(mlflow_client)
-    assert all(r.info.status != "RUNNING" for r in runs)
-    for pid in {int(r.data.tags["hypersweep.pid"]) for r in runs}:  # the workers are gone
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+    workers = {int(r.data.tags["hypersweep.pid"]) for r in runs}
+    deadline = time.monotonic() + 30  # after SIGKILL, each notices within a second
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived its sweep"
+    assert proc.returncode == (128 + sig if sig != signal.SIGKILL else -sig)
+    if sig != signal.SIGKILL:
+        said = [line for line in log.read_text().splitlines() if line.startswith("hypersweep:")]
+        assert said == [
+            "hypersweep: preempted (SIGINT): 2 running trial(s) saved their state: the same "
+            "command continues the study"
+        ]
+        assert "Traceback" not in log.read_text()
+    stopped = [
+        t for t in load(tmp_path).trials if t.state != TrialState.COMPLETE
+    ]  # RUNNING after SIGKILL (the next command fails them), FAIL otherwise
+    assert len(stopped) == 2
+    assert all(t.user_attrs["status_reason"] == "preempted" for t in stopped)
+    preempted = {r.info.run_id for r in child_runs(mlflow_client) if r.info.status == "KILLED"}
+    assert len(preempted) == 2
+    for run_id in preempted:
+        run = mlflow_client.get_run(run_id)
+        assert run.data.tags["status_reason"] == "preempted"
+        assert Path(run.data.tags["resume_state"]).is_file()
 
-    result = train(args, cwd=tmp_path)  # the same command resumes: 6 trials done in all
+    result = train(args, cwd=tmp_path)  # the same command: 6 trials done in all
     assert result.returncode == 0, result.stderr[-3000:]
     study = load(tmp_path)
-    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 6
+    continuing = {t.user_attrs.get("continues_trial"): t for t in done}
+    for old in stopped:
+        new = continuing[old.number]
+        assert new.params == old.params
+        # its pruner saw the whole curve: the epochs before the stop, then the rest
+        assert set(old.intermediate_values) <= set(new.intermediate_values)
+    after = child_runs(mlflow_client)
+    assert len(after) == 6  # one per trial done: the continued ones went on in their runs
+    assert all(r.info.status == "FINISHED" for r in after if r.info.run_id in preempted)
+    assert not any((tmp_path / "mlruns" / "preempted").iterdir())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

@@ -192,3 +192,84 @@ def test_a_signalled_run_saves_its_state_and_the_same_command_continues_it(
     assert "resume_state" not in only.data.tags and not state.exists()
     # every epoch once, each with the value of the run that was never stopped
     assert _histories(mlflow_client, run.info.run_id) == uninterrupted
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_by_sigterm_continues_its_trial_from_where_it_stopped(
+    tmp_path, store, mlflow_client
+):
+    from optuna.trial import TrialState
+    from test_sweeper import load
+
+    args = [
+        "-m",
+        *LONG,
+        *_store_args(store),
+        "hydra/sweeper=hypersweep",
+        "hydra.sweeper.study_name=s",
+        "hydra.sweeper.n_trials=3",
+        "lr=tag(log, interval(1e-3, 1e-2))",
+    ]
+    journal = tmp_path / "multirun" / "optuna.journal"
+
+    def second_trial_training():
+        trials = load(tmp_path).trials if journal.exists() else []
+        return len(trials) == 2 and len(trials[1].intermediate_values) >= 3
+
+    log = tmp_path / "stderr.txt"
+    proc, _ = kill_train_when(
+        args, tmp_path, second_trial_training, 120, "no second trial", signal.SIGTERM, log
+    )
+    assert proc.returncode == 128 + signal.SIGTERM
+    said = [line for line in log.read_text().splitlines() if line.startswith("hypersweep:")]
+    assert len(said) == 1 and "trial-1 stopped in epoch" in said[0], said
+    first, second = load(tmp_path).trials
+    assert first.state == TrialState.COMPLETE
+    assert second.state == TrialState.FAIL and second.user_attrs["status_reason"] == "preempted"
+    runs = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
+    parent = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    assert [(r.info.status, r.data.tags.get("status_reason")) for r in parent] == [
+        ("KILLED", "preempted")
+    ]
+    (stopped,) = [r for r in runs if r.data.tags.get("trial_number") == "1"]
+    epoch = int(stopped.data.tags["preempted_epoch"])
+
+    result = train(args, cwd=tmp_path)  # the same command
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = load(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL] + [
+        TrialState.COMPLETE
+    ] * 2
+    continued = trials[2]
+    assert continued.user_attrs["continues_trial"] == 1 and continued.params == second.params
+    run = mlflow_client.get_run(stopped.info.run_id)
+    assert (run.info.status, run.info.run_name, run.data.tags["trial_number"]) == (
+        "FINISHED",
+        "trial-2",
+        "2",
+    )
+    steps = [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "val_loss")]
+    assert steps == list(range(1, 41)) and epoch > 3
+    assert sorted(continued.intermediate_values) == list(range(1, 41))
+
+
+@pytest.mark.slow
+def test_resume_from_a_preempted_run_continues_that_run(tmp_path, store, mlflow_client):
+    args = [*LONG, *_store_args(store)]
+    _, run = kill_train_when(
+        args, tmp_path, lambda: _epochs_logged(mlflow_client, 3), 120, "no epochs", signal.SIGTERM
+    )
+    state = Path(mlflow_client.get_run(run.info.run_id).data.tags["resume_state"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = train([*args, f"resume_from={run.info.run_id}"], cwd=elsewhere)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert mlflow_client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert len(mlflow_client.search_runs([run.info.experiment_id])) == 1
+    assert not state.exists()
+
+    # a finished run: resume_from is the warm start it always was, a new run
+    other = train([*args, "lr=0.01", f"resume_from={run.info.run_id}"], cwd=elsewhere)
+    assert other.returncode == 0, other.stderr[-3000:]
+    runs = mlflow_client.search_runs([run.info.experiment_id])
+    assert [r.data.tags.get("resumed_from") for r in runs] == [run.info.run_id, None]

@@ -406,8 +406,9 @@ def _preempted_state(cfg: DictConfig, resolved: dict) -> tuple[Path, dict | None
         ) from None
     if source != path:
 
-        def same(config: dict) -> dict:
-            return {k: v for k, v in config.items() if k != "resume_from"}
+        def same(config: dict) -> dict:  # what the command's directory does not decide
+            tracking_cfg = {k: v for k, v in config["tracking"].items() if k != "resume_dir"}
+            return {**config, "resume_from": None, "tracking": tracking_cfg}
 
         if same(saved["config"]) != same(resolved):
             raise ConfigError(

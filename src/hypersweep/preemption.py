@@ -7,11 +7,12 @@ the sweeper between trials, so that nothing is interrupted halfway through a wri
 signal while the first is being honoured stops at once (KeyboardInterrupt), as a second Ctrl-C
 does elsewhere. Processes this one started to run jobs (the pool's workers) are registered with
 `forward_to`: they get SIGTERM when this process gets either signal, and ignore Ctrl-C of their
-own (`ignore_interrupt`), so that the sweep decides once for all of them.
+own (`as_worker`), so that the sweep decides once for all of them and says so in one line.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -23,6 +24,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _received: int | None = None
 _installed: dict[int, object] = {}
 _forward: Callable[[], Iterable[int]] | None = None
+_idle: Callable[[], bool] | None = None  # a worker: whether it runs no job now
 
 
 class Preempted(SystemExit):
@@ -40,6 +42,8 @@ class Preempted(SystemExit):
 
 def _handle(signum: int, frame: object) -> None:
     global _received
+    if _idle is not None and _idle():  # a worker with nothing to save
+        os._exit(128 + signum)
     if _received is not None:  # the second signal: stop now
         raise KeyboardInterrupt
     _received = signum
@@ -58,9 +62,12 @@ def install() -> None:
         _installed[signum] = signal.signal(signum, _handle)
 
 
-def ignore_interrupt() -> None:
+def as_worker(idle: Callable[[], bool]) -> None:
     """For a worker process: Ctrl-C reaches the whole terminal's process group, and the
-    sweep that started this worker forwards it as SIGTERM; the worker heeds that one only."""
+    sweep that started this worker forwards it as SIGTERM; the worker heeds that one only,
+    and exits at once when `idle()`. Its job's line goes to its log, not the terminal."""
+    global _idle
+    _idle = idle
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _installed[signal.SIGTERM] = signal.signal(signal.SIGTERM, _handle)
 
@@ -83,7 +90,11 @@ def name(signum: int) -> str:
 def stop(what: str) -> Preempted:
     """Print `hypersweep: preempted (SIGTERM): <what>` and return the Preempted to raise."""
     assert _received is not None
-    print(f"hypersweep: preempted ({name(_received)}): {what}", file=sys.stderr, flush=True)
+    line = f"hypersweep: preempted ({name(_received)}): {what}"
+    if _idle is not None:
+        logging.getLogger("hypersweep").warning(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
     return Preempted(_received)
 
 
@@ -95,8 +106,8 @@ def raise_if_requested(what: str) -> None:
 def reset() -> None:
     """Forget a received signal and restore the previous handlers (tests, and a process that
     runs commands one after another)."""
-    global _received
-    _received = None
+    global _received, _idle
+    _received, _idle = None, None
     for signum, previous in _installed.items():
         signal.signal(signum, previous)
     _installed.clear()

@@ -101,7 +101,10 @@ class TrialReporter:
 
     def preempted(self) -> None:
         """Stopped by a signal with its state saved: the sweeper runs it again (`_recover`)."""
-        self.study._storage.set_trial_user_attr(self.trial_id, "status_reason", "preempted")
+        try:
+            self.study._storage.set_trial_user_attr(self.trial_id, "status_reason", "preempted")
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # the sweep gave up on it first (it stopped on another error): run afresh
 
     def finish(self, status_reason: str, summary: dict[str, float]) -> None:
         """Leave the outcome on the trial, for the sweeper (which may be another process)."""

@@ -386,10 +386,18 @@ class SweepTracking(Callback):
                 self._close("FINISHED")
 
     def _close(self, status: str) -> None:
+        """End the parent run; KILLED with status_reason=preempted after SIGTERM or Ctrl-C
+        (hypersweep.preemption), whatever `status` the caller meant."""
+        from hypersweep import preemption
+
         if self._parent:
             uri, run_id = self._parent
             self._parent = None
-            mlflow_client(uri).set_terminated(run_id, status)
+            client = mlflow_client(uri)
+            if preemption.requested() is not None:
+                client.set_tag(run_id, "status_reason", "preempted")
+                status = "KILLED"
+            client.set_terminated(run_id, status)
 
 
 def _is_hypersweep(config: DictConfig) -> bool:

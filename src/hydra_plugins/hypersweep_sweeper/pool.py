@@ -13,6 +13,11 @@ when any one ends (`submit`), so a short trial never waits for a long one.
 Each job runs through Hydra's own `run_job` in its worker: the same output directory, `.hydra/`
 files, job logging and callbacks as with Hydra's launchers. Unless the job sets
 `trainer.num_threads`, each worker gives torch an equal share of the machine's cores.
+
+Stopping: SIGTERM or Ctrl-C to the sweep reaches each worker as one SIGTERM (workers ignore
+Ctrl-C themselves), and their jobs save their state and end (hypersweep.preemption). A worker
+whose sweep is gone (SIGKILL) notices within a second: its job is preempted likewise, and the
+worker exits instead of waiting for work that never comes.
 """
 
 import gc
@@ -21,7 +26,10 @@ import inspect
 import logging
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -55,6 +63,16 @@ ConfigStore.instance().store(
 
 # A worker's state, set once by _start_worker.
 _worker: dict[str, Any] = {}
+ORPHAN_POLL_S = 1.0
+
+
+def _watch_parent(parent: int) -> None:
+    """In a worker: once the sweep's process is gone, preempt the job running here (SIGTERM to
+    itself), or exit if none is."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL_S)
+    _worker["orphaned"] = True
+    os.kill(os.getpid(), signal.SIGTERM)  # exits at once if idle (preemption.as_worker)
 
 
 def _start_worker(
@@ -65,6 +83,10 @@ def _start_worker(
     preload: list[str],
 ) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # read when torch is imported
+    from hypersweep import preemption
+
+    preemption.as_worker(lambda: not _worker.get("busy"))
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     # Hydra's resolvers, and hypersweep's (registered on import); the main module, which
     # registers any of its own, was imported again by the spawn.
     setup_globals()
@@ -103,13 +125,20 @@ def _singletons() -> dict:
 
 def _run(sweep_config: DictConfig) -> JobReturn:
     HydraConfig.instance().set_config(sweep_config)
-    return run_job(
-        hydra_context=_worker["hydra_context"],
-        task_function=_worker["task_function"],
-        config=sweep_config,
-        job_dir_key="hydra.sweep.dir",
-        job_subdir_key="hydra.sweep.subdir",
-    )
+    _worker["busy"] = True
+    try:
+        return run_job(
+            hydra_context=_worker["hydra_context"],
+            task_function=_worker["task_function"],
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+    finally:
+        _worker["busy"] = False
+        if _worker.get("orphaned"):  # nobody will read the result
+            logging.shutdown()
+            os._exit(0)
 
 
 class PoolLauncher(Launcher):
@@ -148,6 +177,13 @@ class PoolLauncher(Launcher):
         )
         for _ in range(self.n_jobs):  # each spawns a worker
             self._pool.submit(_started)
+        from hypersweep import preemption
+
+        preemption.forward_to(self._worker_pids)
+
+    def _worker_pids(self) -> list[int]:
+        pool = self._pool
+        return [p.pid for p in (getattr(pool, "_processes", None) or {}).values() if p.pid]
 
     def submit(self, overrides: Sequence[str], job_idx: int) -> Future:
         """Compose job `job_idx` here and run it on the first free worker."""
@@ -189,11 +225,13 @@ class PoolLauncher(Launcher):
     def shutdown(self, terminate: bool = False) -> None:
         """Let the workers stop once their jobs are done, without waiting on them (the sweep
         writes its results meanwhile; its process joins them as it exits). `terminate`: stop
-        them now, after a failure, whatever they are running."""
+        them now, after a failure, whatever they are running (SIGKILL: the sweep has already
+        marked their trials interrupted and closed their runs; after a preemption their jobs
+        have saved their state and ended)."""
         pool, self._pool = self._pool, None
         if pool is None:
             return
         if terminate:
             for process in (getattr(pool, "_processes", None) or {}).values():
-                process.terminate()
+                process.kill()
         pool.shutdown(wait=False, cancel_futures=True)

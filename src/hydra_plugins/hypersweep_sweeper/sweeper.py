@@ -35,7 +35,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hypersweep import trust
+from hypersweep import preemption, trust
 from hypersweep.compose_cache import share_parsed_configs
 from hypersweep.config import metric_mode, objective_metric, study_direction
 from hypersweep.errors import ConfigError, exit_with
@@ -56,6 +56,11 @@ from hypersweep.tracking import process_alive, tie_break
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# FAIL trials a later command runs again: an interrupted one afresh, a preempted one from the
+# state it saved. Neither counts toward n_trials nor max_failure_rate.
+RUN_AGAIN = ("interrupted", "preempted")
+# How long the pool's running trials get, after SIGTERM or Ctrl-C, to save their state.
+PREEMPT_GRACE_S = 60.0
 
 
 class RejectedResult(ValueError):
@@ -71,7 +76,7 @@ class SweepFailed(RuntimeError):
 def _was_run(trial: optuna.trial.FrozenTrial) -> bool:
     """Finished, failures included, but not left behind by an interrupted sweep (a resumed
     sweep runs it again)."""
-    return trial.state in FINISHED and trial.user_attrs.get("status_reason") != "interrupted"
+    return trial.state in FINISHED and trial.user_attrs.get("status_reason") not in RUN_AGAIN
 
 
 def trials_run(study: optuna.Study) -> int:
@@ -85,7 +90,7 @@ def failures_counted(study: optuna.Study) -> int:
     return sum(
         1
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if t.user_attrs.get("status_reason") not in ("interrupted", "rejected")
+        if t.user_attrs.get("status_reason") not in (*RUN_AGAIN, "rejected")
     )
 
 
@@ -421,6 +426,7 @@ class HypersweepSweeper(Sweeper):
         """Run the study; the outcome is in optimization_results.yaml (and MLflow), and the
         return value is None, as Hydra's sweepers return."""
         ended = False
+        preemption.install()
         try:
             self._sweep(arguments)
             ended = True
@@ -513,7 +519,9 @@ class HypersweepSweeper(Sweeper):
 
     def _recover(self, study: optuna.Study) -> int:
         """Trials left RUNNING by an interrupted sweep are marked FAIL; those another live
-        command runs are left to it. Returns trials done."""
+        command runs are left to it. A preempted trial (its job saved its state) is enqueued
+        with its parameters: the next trial asked is its continuation (its job finds the state
+        by its config, hypersweep.job). Returns trials done."""
         storage, now = study._storage, time.time()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if _alive(trial, now):
@@ -525,10 +533,22 @@ class HypersweepSweeper(Sweeper):
                     owner.get("pid"),
                 )
                 continue
-            storage.set_trial_user_attr(trial._trial_id, "status_reason", "interrupted")
+            if trial.user_attrs.get("status_reason") != "preempted":
+                storage.set_trial_user_attr(trial._trial_id, "status_reason", "interrupted")
+                log.warning(
+                    "Trial %d was interrupted in an earlier sweep: marked FAIL", trial.number
+                )
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             _close_mlflow_run(study, trial)
-            log.warning("Trial %d was interrupted in an earlier sweep: marked FAIL", trial.number)
+        trials = study.get_trials(deepcopy=False)
+        taken = {t.user_attrs.get("continues_trial") for t in trials}
+        for trial in trials:
+            if trial.state != TrialState.FAIL or trial.number in taken:
+                continue
+            if trial.user_attrs.get("status_reason") != "preempted":
+                continue
+            study.enqueue_trial(trial.params, user_attrs={"continues_trial": trial.number})
+            log.info("Trial %d was preempted: it continues from its saved state", trial.number)
         return trials_run(study)
 
     def _run_stage(
@@ -543,6 +563,7 @@ class HypersweepSweeper(Sweeper):
             return self._run_stage_async(study, params, fixed, target, total)
         failures: list[str] = []
         while (done := trials_counted(study)) < target:
+            preemption.raise_if_requested("between trials: the same command continues the study")
             batch: list[optuna.Trial] = []
             try:
                 with _sigint_held():  # every trial asked is in `batch`
@@ -550,8 +571,11 @@ class HypersweepSweeper(Sweeper):
                         batch.append(ask(study))
                 overrides = [self._trial_overrides(study, t, params, fixed) for t in batch]
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-            except BaseException:
-                _fail_running(study, batch)  # no lost trial: a crash of the batch fails its trials
+            except BaseException as e:
+                # No lost trial: a crash of the batch fails its trials; a stopped one is run
+                # again by the next command (from its saved state when it was preempted).
+                stopped = isinstance(e, (KeyboardInterrupt, preemption.Preempted))
+                _fail_running(study, batch, reason="interrupted" if stopped else None)
                 raise
             self.job_idx += len(returns)
             for trial, ret in zip(batch, returns, strict=True):
@@ -571,28 +595,53 @@ class HypersweepSweeper(Sweeper):
         slots = self.n_jobs if self.n_jobs > 1 else getattr(self.launcher, "n_jobs", 1)
         failures: list[str] = []
         running: dict[Future, optuna.Trial] = {}
+        stopped: list[optuna.Trial] = []  # preempted: their jobs saved their state
+        grace_ends = math.inf
         try:
             while True:
-                while len(running) < slots and trials_counted(study) + len(running) < target:
+                while (
+                    not preemption.requested()
+                    and len(running) < slots
+                    and trials_counted(study) + len(running) < target
+                ):
                     with _sigint_held():  # every trial asked is in `running`
                         trial = ask(study)
                         overrides = self._trial_overrides(study, trial, params, fixed)
                         running[self.launcher.submit(overrides, self.job_idx)] = trial
                     self.job_idx += 1
+                if preemption.requested():
+                    # The workers got SIGTERM too (preemption.forward_to): their jobs save
+                    # their state and end; wait for them, then stop.
+                    grace_ends = min(grace_ends, time.monotonic() + PREEMPT_GRACE_S)
+                    if not running or time.monotonic() > grace_ends:
+                        break
                 if not running:
                     return
-                ended, _ = wait(running, return_when=FIRST_COMPLETED)
+                ended, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in sorted(ended, key=lambda f: running[f].number):
+                    if isinstance(future.exception(), preemption.Preempted):
+                        stopped.append(running.pop(future))
+                        continue
                     ret = future.result()  # a worker that died raises here
                     self._tell_and_check(study, running[future], ret, failures, total)
                     del running[future]  # told: no longer the sweep's to fail
+            _fail_running(study, stopped, reason="interrupted")
+            saved = sum(
+                study._storage.get_trial(t._trial_id).user_attrs.get("status_reason") == "preempted"
+                for t in stopped
+            )
+            raise preemption.stop(
+                f"{saved} running trial(s) saved their state"
+                + (f", {len(running)} did not in {PREEMPT_GRACE_S:.0f} s" if running else "")
+                + ": the same command continues the study"
+            )
         except BaseException as e:
             # No lost trial: the trials still running (a worker died, or the sweep was
             # interrupted) are marked as an interrupted sweep's are, and their runs closed; the
             # same command resumes the study and runs them again.
             for future in running:
                 future.cancel()
-            trials = list(running.values())
+            trials = list(running.values()) + stopped
             _fail_running(study, trials, close_runs=True, reason="interrupted")
             if isinstance(e, BrokenProcessPool):
                 numbers = ", ".join(str(t.number) for t in sorted(trials, key=lambda t: t.number))
@@ -902,7 +951,7 @@ def _fail_running(
     for t in trials:  # the study first: every trial is marked before any run is touched
         frozen = study._storage.get_trial(t._trial_id)
         if frozen.state == TrialState.RUNNING:
-            if reason:
+            if reason and frozen.user_attrs.get("status_reason") != "preempted":
                 study._storage.set_trial_user_attr(t._trial_id, "status_reason", reason)
             _tell(study, t, state=TrialState.FAIL)
             failed.append(frozen)
