@@ -162,20 +162,20 @@ def test_a_stopped_pool_saves_its_running_trials_and_a_rerun_continues_them(
         time.sleep(0.5)
     assert not any(_alive(pid) for pid in workers), "a worker outlived its sweep"
     assert proc.returncode == (128 + sig if sig != signal.SIGKILL else -sig)
+    # RUNNING after SIGKILL (the next command fails them), FAIL otherwise; a trial may have
+    # ended on its own between the last look and the signal
+    stopped = [t for t in load(tmp_path).trials if t.state not in (TrialState.COMPLETE,)]
+    assert 1 <= len(stopped) <= 2
+    assert all(t.user_attrs["status_reason"] == "preempted" for t in stopped)
     if sig != signal.SIGKILL:
         said = [line for line in log.read_text().splitlines() if line.startswith("hypersweep:")]
         assert said == [
-            "hypersweep: preempted (SIGINT): 2 running trial(s) saved their state: the same "
-            "command continues the study"
+            f"hypersweep: preempted (SIGINT): {len(stopped)} running trial(s) saved their "
+            "state: the same command continues the study"
         ]
         assert "Traceback" not in log.read_text()
-    stopped = [
-        t for t in load(tmp_path).trials if t.state != TrialState.COMPLETE
-    ]  # RUNNING after SIGKILL (the next command fails them), FAIL otherwise
-    assert len(stopped) == 2
-    assert all(t.user_attrs["status_reason"] == "preempted" for t in stopped)
     preempted = {r.info.run_id for r in child_runs(mlflow_client) if r.info.status == "KILLED"}
-    assert len(preempted) == 2
+    assert len(preempted) == len(stopped)
     for run_id in preempted:
         run = mlflow_client.get_run(run_id)
         assert run.data.tags["status_reason"] == "preempted"

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
+import sys
+
 import pytest
 
 from hypersweep.config import ConfigError, validate
 
-from conftest import compose_cfg, train
+from conftest import ROOT, compose_cfg, train
 
 # (overrides, key named in the message, value named in the message, words of what is allowed)
 CASES = [
@@ -141,24 +146,198 @@ def test_bad_value_exits_nonzero_with_one_line_and_leaves_no_running_run(
     assert runs == []
 
 
-def test_bad_value_in_a_sweep_stops_it_and_closes_the_sweep_run(tmp_path, store, mlflow_client):
+def test_a_bad_value_late_in_a_grid_stops_it_before_any_job_and_leaves_no_run(
+    tmp_path, store, mlflow_client
+):
     result = train(["-m", "trainer.max_epochs=1", "regularization.dropout=0.1,1.5"], cwd=tmp_path)
     assert result.returncode == 2
     assert "regularization.dropout=1.5 is not allowed" in result.stderr
-    runs = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
-    assert runs and all(r.info.status != "RUNNING" for r in runs)
-    statuses = sorted(r.info.status for r in runs)
-    assert statuses == ["FAILED", "FINISHED"]  # the sweep run failed; the good job finished
+    assert _runs(mlflow_client) == []  # the sweep's own run, opened before the check, is gone
+
+
+def _runs(client, deleted: bool = False):
+    from mlflow.entities import ViewType
+
+    view = ViewType.ALL if deleted else ViewType.ACTIVE_ONLY
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    return client.search_runs(experiments, run_view_type=view) if experiments else []
 
 
 def test_bad_group_option_late_in_a_grid_stops_it_before_any_job(tmp_path, store, mlflow_client):
-    # the grid sweeper validates one job per structure, not every job: the bad option must
-    # still be caught before the first job trains
+    # the grid sweeper composes one job per structure, not every job: the bad option must
+    # still be caught before the first job trains, in one line
     result = train(
         ["-m", "trainer.max_epochs=1", "lr=0.1,0.01,0.001", "optimizer=adam,adamx"], cwd=tmp_path
     )
-    assert result.returncode == 1
-    assert "Could not find 'optimizer/adamx'" in result.stderr
-    runs = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
-    assert [r for r in runs if r.data.tags.get("sweep") != "true"] == []
-    assert all(r.info.status != "RUNNING" for r in runs)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "hypersweep: error: In 'config': Could not find 'optimizer/adamx'; Available options in "
+        "'optimizer': adam, adamw, momentum, nesterov, rmsprop, sgd"
+    ]
+    assert _runs(mlflow_client) == []
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# Bad input to the command itself, beyond one job's values (CASES): data files, keys nothing
+# reads, a sweep's values and search space, the sweeper's settings, the store. (arguments,
+# words the line must hold.) {tmp} is the test's directory, where the CSV files below are.
+CLI_CASES = [
+    (["data=csv"], ["data.path=???", "has no value"]),
+    (["data=csv", "data.path={tmp}/rows.csv"], ["data.target=???", "has no value"]),
+    (["data=csv", "data.path={tmp}/none.csv", "data.target=y"], ["data.path=", "an existing CSV"]),
+    (["data=csv", "data.path={tmp}/empty.csv", "data.target=y"], ["empty.csv", "is empty"]),
+    (["data=csv", "data.path={tmp}/header.csv", "data.target=y"], ["header.csv", "no data rows"]),
+    (["data=csv", "data.path={tmp}/three.csv", "data.target=y"], ["3 rows", "expected more rows"]),
+    (["data=csv", "data.path={tmp}/latin1.csv", "data.target=y"], ["not UTF-8", "0xe9"]),
+    (["data=csv", "data.path={tmp}/ragged.csv", "data.target=y"], ["cannot be read as CSV"]),
+    (["data=csv", "data.path={tmp}/rows.csv", "data.target=z"], ["data.target='z'", "one of a"]),
+    (["data=csv", "data.path={tmp}/nan_target.csv", "data.target=y"], ["'y' is empty", "(2)"]),
+    (["data=csv", "data.path={tmp}/nan_feature.csv", "data.target=y"], ["column 'a'", "(3)"]),
+    (["data=csv", "data.path={tmp}/inf_feature.csv", "data.target=y"], ["'b'", "not finite"]),
+    (["data=csv", "data.path={tmp}/one_class.csv", "data.target=y"], ["one class", "two or more"]),
+    (["data=csv", "data.path={tmp}/only_target.csv", "data.target=y"], ["no column besides"]),
+    (
+        ["data=csv", "data.path={tmp}/rows.csv", "data.target=a", "data.task=regression"],
+        [],  # a fine regression: the control case of the file every other case breaks
+    ),
+    (
+        ["data=csv", "data.path={tmp}/text_target.csv", "data.target=y", "data.task=regression"],
+        ["not a number", "'many'", "data.task=regression"],
+    ),
+    (["+trainer.epochs=3"], ["trainer.epochs=3", "not a known key", "max_epochs"]),
+    (["+trainer.early_stopping.patiense=3"], ["patiense", "patience"]),
+    (["+regularization.l3=0.1"], ["regularization.l3=0.1", "l1, l2"]),
+    (["+model.widht=3"], ["model.widht=3", "hidden_units"]),
+    (["+optimizer.momentum2=0.9"], ["optimizer.momentum2", "beta1"]),
+    (["scheduler=exponential", "+scheduler.gama=0.9"], ["scheduler.gama", "gamma"]),
+    (["+data.n_samples=10"], ["data.n_samples=10", "not a known key"]),
+    (["+tracking.urii=x"], ["tracking.urii", "uri"]),
+    (["-m", "lr=0.1,-1"], ["lr=-1", "> 0"]),
+    (["-m", "optimizer=sgd,momentum", "momentum=0.5,1.5"], ["momentum=1.5", "[0, 1)"]),
+    (["-m", "lr=0.1,0.01", "+trainer.epochs=3"], ["trainer.epochs=3", "not a known key"]),
+    (["-m", "trainer.batch_size=32,0"], ["trainer.batch_size=0", "integer >= 1"]),
+    (
+        ["-m", "search=random", "regularization.dropout=interval(0.5, 1.5)"],
+        ["search space of regularization.dropout", "1.5", "[0, 1)"],
+    ),
+    (["-m", "search=random", "trainer.batch_size=choice(0, 8)"], ["trainer.batch_size=0"]),
+    (["-m", "search=random", "model.depth=int(interval(-2, 2))"], ["model.depth=-2", ">= 0"]),
+    (["-m", "search=random", "momentum=tag(one_minus_log, interval(0.5, 1))"], ["momentum"]),
+    (["-m", "search=random", "scheduler=choice(constant, bogus)"], ["scheduler", "bogus"]),
+    (["-m", "search=random", "lr=tag(log, interval(0, 1))"], ["lr", "log"]),
+    (["-m", "search=random", "hydra.sweeper.n_trials=0"], ["n_trials=0", "integer >= 1"]),
+    (["-m", "search=random", "hydra.sweeper.direction=up"], ["direction='up'", "minimize"]),
+    (["-m", "search=random", "hydra.sweeper.direction=maximize"], ["contradicts", "val_loss"]),
+    (["-m", "search=random", "hydra.sweeper.max_failure_rate=2"], ["max_failure_rate=2"]),
+    (["-m", "search=random", "hydra.sweeper.n_jobs=0"], ["n_jobs=0", "integer >= 1"]),
+    (
+        ["-m", "search=random", "hydra/launcher=hypersweep_pool", "hydra.launcher.n_jobs=0"],
+        ["hydra.launcher.n_jobs=0", "integer >= 1"],
+    ),
+    (
+        ["-m", "hydra/sweeper=hypersweep", "hydra/sweeper/sampler=motpe", "lr=interval(0.01, 1)"],
+        ["motpe", "removed"],
+    ),
+    (["tracking=server", "tracking.uri=http://127.0.0.1:9"], ["is not reachable", "mlflow server"]),
+    (["tracking.uri=sqlite:////proc/none/mlflow.db"], ["tracking.uri=", "not writable"]),
+    (["tracking.artifact_root=/proc/none"], ["tracking.artifact_root='/proc/none'", "writable"]),
+    (["-m", "lr=0.1,0.01", "tracking.artifact_root=/proc/none"], ["artifact_root", "writable"]),
+    (["resume_from=0123456789abcdef"], ["resume_from='0123456789abcdef'", "finished run"]),
+    (["trainer.device=cuda"] if not _cuda() else ["trainer.device=gpu"], ["trainer.device="]),
+    (["trainer.precision=fp16", "trainer.device=cpu"], ["fp16", "needs CUDA"]),
+    (["data=iris", "data.cv_folds=100"], ["data.cv_folds=100", "at most"]),
+    (["trainer.num_threads=0"], ["trainer.num_threads=0", "integer >= 1"]),
+]
+
+
+CSV_FILES = {
+    "rows.csv": "a,b,y\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(40)),
+    "empty.csv": "",
+    "header.csv": "a,b,y\n",
+    "three.csv": "a,b,y\n1,2,0\n3,4,1\n5,6,0\n",
+    "ragged.csv": "a,b,y\n1,2,0\n3,4,1,7,8\n" + "1,2,0\n" * 20,
+    "nan_target.csv": "a,b,y\n1,2,0\n3,4,\n" + "".join(f"{i},1,{i % 2}\n" for i in range(30)),
+    "nan_feature.csv": "a,b,y\n1,2,0\n3,4,1\n,4,1\n" + "5,6,0\n5,6,1\n" * 15,
+    "inf_feature.csv": "a,b,y\n1,inf,0\n" + "".join(f"{i},1,{i % 2}\n" for i in range(30)),
+    "one_class.csv": "a,b,y\n" + "".join(f"{i},1,cat\n" for i in range(30)),
+    "only_target.csv": "y\n" + "".join(f"{i % 2}\n" for i in range(30)),
+    "text_target.csv": "a,y\n" + "".join(f"{i},{i}\n" for i in range(30)) + "1,many\n",
+}
+
+
+def _cli():
+    """train.py's main, run in this process: a bad input never gets as far as training, and a
+    fresh interpreter per case would cost seconds each."""
+    spec = importlib.util.spec_from_file_location("train_under_test", ROOT / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.fixture(scope="module")
+def cli():
+    return _cli()
+
+
+ALL_CASES = [*[(o, [k, v, a]) for o, k, v, a in CASES], *CLI_CASES]
+
+
+@pytest.mark.parametrize("args,words", ALL_CASES, ids=[" ".join(a) for a, _ in ALL_CASES])
+def test_every_bad_input_is_one_line_and_exit_status_2_before_any_work(
+    args, words, cli, tmp_path, store, mlflow_client, monkeypatch
+):
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hypersweep import errors, preemption
+
+    for name, text in CSV_FILES.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "latin1.csv").write_bytes("a,y\ncaf\xe9,1\n".encode("latin-1") * 20)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if not any(a.startswith("tracking.uri=") for a in argv):
+        argv.append(f"tracking.uri={store['uri']}")
+    if not any(a.startswith("tracking.artifact_root=") for a in argv):
+        argv.append(f"tracking.artifact_root={store['artifacts']}")
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "train.py",
+            "--config-path",
+            str(ROOT / "conf"),
+            *(["-m"] if "-m" in argv else []),
+            "trainer.max_epochs=1",  # first: a case may set it
+            *[a for a in argv if a != "-m"],
+        ],
+    )
+    GlobalHydra.instance().clear()
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            try:
+                cli()
+                status = 0
+            except SystemExit as e:
+                status = e.code
+    finally:
+        errors._on_reject.clear()
+        preemption.reset()
+        GlobalHydra.instance().clear()
+    lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
+    if not words:  # the control case
+        assert status == 0, stderr.getvalue()[-2000:]
+        return
+    assert status == 2, stderr.getvalue()[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("hypersweep: error: "), lines
+    assert all(w in lines[0] for w in words), (lines[0], words)
+    # before any work: no job ran, no run is left (a sweep's own run is deleted), no checkpoint
+    assert _runs(mlflow_client) == []
+    assert all(r.info.status != "RUNNING" for r in _runs(mlflow_client, deleted=True))
+    assert not list(tmp_path.rglob("*.pt"))

@@ -151,6 +151,35 @@ GROUP_CHECKS: dict[str, dict[str, Check]] = {
 }
 
 
+# The keys of the groups that are not a `_target_`'s arguments (those are checked against the
+# target's signature): a key added with `+` that nothing reads is refused, not ignored.
+KNOWN_KEYS: dict[str, frozenset[str]] = {
+    "trainer": frozenset(
+        ("max_epochs", "batch_size", "device", "precision", "seed", "num_threads")
+        + ("stack_folds", "refit", "early_stopping")
+    ),
+    "trainer.early_stopping": frozenset(
+        ("monitor", "mode", "patience", "min_delta", "resolved_mode")
+    ),
+    "regularization": frozenset(("l1", "l2", "dropout", "batchnorm")),
+    "tracking": frozenset(("uri", "artifact_root", "experiment", "learning_curve", "resume_dir")),
+    "data": frozenset(
+        ("name", "source", "task", "kind", "shape", "val_fraction", "test_fraction")
+        + ("cv_folds", "split_seed", "standardize")
+    ),
+}
+# What each data source reads besides the keys every data config has.
+SOURCE_KEYS: dict[str, frozenset[str]] = {
+    "csv": frozenset(("path", "target")),
+    "synthetic_classification": frozenset(
+        ("n_samples", "n_features", "n_informative", "n_classes", "generator_seed")
+    ),
+    "synthetic_regression": frozenset(
+        ("n_samples", "n_features", "n_informative", "noise", "generator_seed")
+    ),
+}
+
+
 def _fail(key: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
 
@@ -158,6 +187,11 @@ def _fail(key: str, value: Any, allowed: str) -> ConfigError:
 def _walk(node: Any, prefix: str):
     if isinstance(node, DictConfig):
         for key in node:
+            if OmegaConf.is_missing(node, key):
+                raise ConfigError(
+                    f"{prefix}.{key}=??? has no value: expected one on the command line "
+                    f"({prefix}.{key}=...)"
+                )
             yield from _walk(node[key], f"{prefix}.{key}")
     elif isinstance(node, ListConfig):
         for i, item in enumerate(node):
@@ -179,6 +213,7 @@ def validate(cfg: DictConfig) -> None:
 
     trust.check(cfg, trust.patterns(trust.user_modules(cfg)))  # before anything is imported
     _check_top_level(cfg)  # before the optimizer, which interpolates lr and momentum
+    _check_known_keys(cfg)
     for group, checks in GROUP_CHECKS.items():
         if group not in cfg:
             raise ConfigError(f"{group} is missing from the config: add a `{group}` default")
@@ -193,6 +228,53 @@ def validate(cfg: DictConfig) -> None:
     _check_model_fits_data(cfg)
     _check_trainer(cfg)
     _check_scheduler(cfg)
+
+
+def _check_known_keys(cfg: DictConfig) -> None:
+    """Every key of our groups is read by something: a typo added with `+` (`+trainer.epochs=3`)
+    would otherwise be accepted and do nothing."""
+    for group, known in KNOWN_KEYS.items():
+        node = OmegaConf.select(cfg, group)
+        if not isinstance(node, DictConfig):
+            continue
+        if group == "data":
+            known = known | SOURCE_KEYS.get(str(node.get("source")), frozenset())
+        _refuse_unknown(cfg, group, node, known)
+    for group in ("model", "optimizer", "scheduler"):
+        node = cfg.get(group)
+        if isinstance(node, DictConfig) and "_target_" in node:
+            known = _arguments(str(node._target_))
+            if known is not None:
+                _refuse_unknown(cfg, group, node, known, f"{node._target_} takes")
+
+
+def _refuse_unknown(
+    cfg: DictConfig, group: str, node: DictConfig, known: frozenset[str], owner: str = ""
+) -> None:
+    for key in node:
+        if str(key).startswith("_") or key in known:
+            continue
+        value = OmegaConf.to_container(node, resolve=False)[key]
+        raise ConfigError(
+            f"{group}.{key}={value!r} is not a known key: {owner or group + ' has'} "
+            f"{', '.join(sorted(k for k in known if not k.startswith('_')))}"
+        )
+
+
+def _arguments(target: str) -> frozenset[str] | None:
+    """The keyword arguments a `_target_` takes; None when it takes any (**kwargs) or cannot
+    be inspected (the job reports a target that does not import)."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    try:
+        parameters = inspect.signature(get_object(target)).parameters.values()
+    except Exception:  # noqa: BLE001 - not importable or not inspectable: checked elsewhere
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(p.name for p in parameters if p.kind != p.VAR_POSITIONAL)
 
 
 def _check_top_level(cfg: DictConfig) -> None:

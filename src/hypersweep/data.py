@@ -98,19 +98,77 @@ def _synthetic_regression(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _csv(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A table: the target column, and the other columns as features (non-numeric ones one-hot
+    encoded; an empty cell of those is no category). Every problem with the file's contents is
+    one line naming the file, the column or rows, and what is expected."""
     import pandas as pd
 
-    frame = pd.read_csv(cfg.path)
+    where = f"data.path={cfg.path!r}"
+    try:
+        frame = pd.read_csv(cfg.path)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{where} is empty: expected a header row, then data rows") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{where} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): "
+            "expected a UTF-8 CSV file"
+        ) from None
+    except pd.errors.ParserError as e:
+        raise ConfigError(
+            f"{where} cannot be read as CSV ({_first_line(e)}): expected comma-separated "
+            "values with the same number of columns in every row"
+        ) from None
     if cfg.target not in frame.columns:
         raise ConfigError(
             f"data.target={cfg.target!r} is not a column of {cfg.path}: "
             f"expected one of {', '.join(map(str, frame.columns))}"
         )
-    y = frame.pop(cfg.target).to_numpy()
+    if frame.empty:
+        raise ConfigError(f"{where} has a header row and no data rows: expected data rows")
+    y = frame.pop(cfg.target)
+    if y.isna().any():
+        raise ConfigError(
+            f"data.target={cfg.target!r} is empty in {_rows(y.isna())} of {cfg.path}: expected "
+            "a value in every row (drop those rows)"
+        )
+    if frame.columns.empty:
+        raise ConfigError(f"{where} has no column besides data.target: expected feature columns")
+    numeric = frame.select_dtypes("number")
+    for column in numeric.columns:
+        bad = ~np.isfinite(numeric[column].to_numpy(dtype=np.float64))
+        if bad.any():
+            raise ConfigError(
+                f"column {column!r} of {cfg.path} is empty or not finite in {_rows(bad)}: "
+                "expected a number in every row (fill or drop those rows)"
+            )
     x = pd.get_dummies(frame, dtype=np.float32).to_numpy(dtype=np.float32)
     if cfg.task == "classification":
-        _, y = np.unique(y, return_inverse=True)
-    return x, y
+        classes, y = np.unique(y.astype(str).to_numpy(), return_inverse=True)
+        if len(classes) < 2:
+            raise ConfigError(
+                f"data.target={cfg.target!r} has one class ({classes[0]!r}) in {cfg.path}: "
+                "expected two or more for data.task=classification"
+            )
+        return x, y
+    values = pd.to_numeric(y, errors="coerce")
+    if values.isna().any():
+        first = y[values.isna()].iloc[0]
+        raise ConfigError(
+            f"data.target={cfg.target!r} is not a number in {_rows(values.isna())} of "
+            f"{cfg.path} (e.g. {first!r}): expected numbers for data.task=regression"
+        )
+    return x, values.to_numpy(dtype=np.float32)
+
+
+def _rows(mask) -> str:
+    """Which data rows (1-based, after the header) a boolean mask marks, the first few."""
+    rows = np.flatnonzero(np.asarray(mask)) + 1
+    shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+    return f"{len(rows)} row{'s' if len(rows) > 1 else ''} ({shown})"
+
+
+def _first_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:160]
 
 
 LOADERS: dict[str, Callable[[DictConfig], tuple[np.ndarray, np.ndarray]]] = {
@@ -197,16 +255,25 @@ def _split(cfg: DictConfig) -> dict[str, np.ndarray]:
     y = np.asarray(y, dtype=np.int64 if classification else np.float32)
     stratify = y if classification else None
     holdout = cfg.val_fraction + cfg.test_fraction
-    x_tr, x_rest, y_tr, y_rest = train_test_split(
-        x, y, test_size=holdout, random_state=cfg.split_seed, stratify=stratify
-    )
-    x_va, x_te, y_va, y_te = train_test_split(
-        x_rest,
-        y_rest,
-        test_size=cfg.test_fraction / holdout,
-        random_state=cfg.split_seed,
-        stratify=y_rest if classification else None,
-    )
+    try:
+        x_tr, x_rest, y_tr, y_rest = train_test_split(
+            x, y, test_size=holdout, random_state=cfg.split_seed, stratify=stratify
+        )
+        x_va, x_te, y_va, y_te = train_test_split(
+            x_rest,
+            y_rest,
+            test_size=cfg.test_fraction / holdout,
+            random_state=cfg.split_seed,
+            stratify=y_rest if classification else None,
+        )
+    except ValueError as e:  # too few rows (or of a class) for three splits
+        counts = f", {len(np.unique(y))} classes" if classification else ""
+        raise ConfigError(
+            f"data={cfg.get('name', cfg.source)} ({len(y)} rows{counts}) cannot be split into "
+            f"train, validation ({cfg.val_fraction}) and test ({cfg.test_fraction}): "
+            f"{_first_line(e).split('. ')[0]}; expected more rows"
+            + (", at least a few of every class" if classification else "")
+        ) from None
     if not cfg.get("cv_folds"):
         return _scaled(cfg, "", [(x_tr, y_tr), (x_va, y_va), (x_te, y_te)])
     # Cross-validation over train+val; the test rows stay those of the plain split.

@@ -78,6 +78,8 @@ def run(cfg: DictConfig) -> float:
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     hydra_cfg = HydraConfig.get()
+    if not _multirun(hydra_cfg):  # a sweep checked its store as it started
+        tracking.check_store(cfg.tracking.uri, cfg.tracking.artifact_root)
     out_dir = Path(hydra_cfg.runtime.output_dir)
 
     cv_folds = cfg.data.get("cv_folds")

@@ -209,21 +209,37 @@ def swept_keys(arguments: list[str]) -> dict[str, str]:
     return out
 
 
+def structural(key: str, is_group: Callable[[str], bool]) -> bool:
+    """Whether an override of `key` changes what is composed (a config group, `hydra.*`)."""
+    return key.startswith(("hydra.", "hydra/")) or key == "hydra" or is_group(key)
+
+
+def job_structures(
+    batch: Sequence[Sequence[str]], parser: OverridesParser, is_group: Callable[[str], bool]
+) -> list[tuple[tuple, Sequence[str], list[Override]]]:
+    """Per job: its structure (its set of keys with the values of the config-group and
+    `hydra.*` overrides; values of other keys cannot fail to compose), the job, and its plain
+    value overrides."""
+    out = []
+    for job in batch:
+        structure, values = [], []
+        for override in parser.parse_overrides(list(job)):
+            key = override.key_or_group
+            group = structural(key, is_group)
+            value = override.get_value_element_as_str() if group and override.value_type else None
+            structure.append((override.get_key_element(), value))
+            if not group and override.value_type and not override.is_delete():
+                values.append(override)
+        out.append((tuple(sorted(structure, key=str)), job, values))
+    return out
+
+
 def jobs_to_compose(
     batch: Sequence[Sequence[str]], parser: OverridesParser, is_group: Callable[[str], bool]
 ) -> list[Sequence[str]]:
     """The jobs of a batch whose composition proves all of them composable: the first job of
-    each distinct structure, where a job's structure is its set of keys with the values of the
-    config-group and `hydra.*` overrides (values of other keys cannot fail to compose)."""
+    each distinct structure (`job_structures`)."""
     chosen: dict[tuple, Sequence[str]] = {}
-    for job in batch:
-        structure = []
-        for override in parser.parse_overrides(list(job)):
-            key = override.key_or_group
-            structural = key.startswith(("hydra.", "hydra/")) or key == "hydra" or is_group(key)
-            value = (
-                override.get_value_element_as_str() if structural and override.value_type else None
-            )
-            structure.append((override.get_key_element(), value))
-        chosen.setdefault(tuple(sorted(structure, key=str)), job)
+    for structure, job, _ in job_structures(batch, parser, is_group):
+        chosen.setdefault(structure, job)
     return list(chosen.values())

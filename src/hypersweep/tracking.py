@@ -22,7 +22,9 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +32,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from hypersweep import errors
+from hypersweep.errors import ConfigError, exit_with
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +66,54 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def prepare_store(uri: str) -> None:
-    """Create the store (runs migrations once) and switch SQLite to WAL for concurrent writers."""
+# How long a tracking server gets to accept a connection before the command gives up on it.
+STORE_TIMEOUT_S = 5.0
+
+
+def check_store(uri: str, artifact_root: str | None) -> None:
+    """Fail in seconds, in one line, where the store cannot work: a server that does not
+    answer (MLflow itself would retry for minutes), or a store or artifact directory that
+    cannot be written (MLflow would fail deep inside a migration or an upload)."""
+    if uri.startswith(("http://", "https://")):
+        parts = urllib.parse.urlsplit(uri)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=STORE_TIMEOUT_S).close()
+        except OSError as e:
+            raise ConfigError(
+                f"tracking.uri={uri!r} is not reachable ({e.strerror or e}): expected a "
+                "running MLflow server there (`mlflow server`), or tracking=local"
+            ) from None
+        return
+    if uri.startswith("sqlite:///"):
+        _check_writable("tracking.uri", uri, Path(uri[len("sqlite:///") :]), is_file=True)
+    if artifact_root:
+        _check_writable("tracking.artifact_root", artifact_root, Path(artifact_root))
+
+
+def _check_writable(key: str, value: str, path: Path, is_file: bool = False) -> None:
+    """Create the directory if needed and write a scratch file in it: what the store will do
+    (a permission check alone would pass for root on a read-only file system)."""
+    directory = path.parent if is_file else path
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+        if is_file and path.exists():
+            with open(path, "r+b"):
+                pass
+    except OSError as e:
+        where = e.filename or directory
+        raise ConfigError(
+            f"{key}={value!r} is not writable ({e.strerror or e}: {where}): expected a place "
+            "this user can create and write files in"
+        ) from None
+
+
+def prepare_store(uri: str, artifact_root: str | None = None) -> None:
+    """Check the store (`check_store`), create it (runs migrations once) and switch SQLite to
+    WAL for concurrent writers."""
+    check_store(uri, artifact_root)
     with _store_lock(uri):
         mlflow_client(uri).search_experiments(max_results=1)
         if uri.startswith("sqlite:///"):
@@ -344,7 +395,10 @@ class SweepTracking(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         uri = config.tracking.uri
-        prepare_store(uri)
+        try:
+            prepare_store(uri, config.tracking.artifact_root)
+        except ConfigError as e:
+            raise exit_with(e) from None
         close_orphaned_runs(uri)
         exp_id = experiment_id(uri, experiment_name(config), config.tracking.artifact_root)
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -370,6 +424,7 @@ class SweepTracking(Callback):
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
         self._parent = (uri, run.info.run_id)
         atexit.register(self._close, "FAILED")
+        errors.on_reject(lambda: self._close("FAILED", rejected=True))
         log.info("MLflow experiment %s, sweep run %s", exp_id, run.info.run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -385,7 +440,7 @@ class SweepTracking(Callback):
             finally:
                 self._close("FINISHED")
 
-    def _close(self, status: str) -> None:
+    def _close(self, status: str, rejected: bool = False) -> None:
         """End the parent run; KILLED with status_reason=preempted after SIGTERM or Ctrl-C
         (hypersweep.preemption), whatever `status` the caller meant."""
         from hypersweep import preemption
@@ -394,6 +449,13 @@ class SweepTracking(Callback):
             uri, run_id = self._parent
             self._parent = None
             client = mlflow_client(uri)
+            if rejected:
+                experiment = client.get_run(run_id).info.experiment_id
+                children = f"tags.`{PARENT_TAG}` = '{run_id}'"
+                if not client.search_runs([experiment], filter_string=children, max_results=1):
+                    client.set_terminated(run_id, "FAILED")
+                    client.delete_run(run_id)  # a bad setting, seen before any job: no sweep
+                    return
             if preemption.requested() is not None:
                 client.set_tag(run_id, "status_reason", "preempted")
                 status = "KILLED"

@@ -7,6 +7,8 @@ overhead. Only the overrides of config groups and of `hydra.*` keys change the s
 composed config or meet a typed schema; the rest are plain values of keys that either exist or
 do not. So one job per distinct structure is composed (hypersweep.search_space.jobs_to_compose):
 a bad option, a missing key or a bad `hydra.*` value still stops the sweep before its first job.
+Each of those jobs' configs is validated, and each distinct value of the other keys on one of
+them (hypersweep.sweep_check): `-m lr=0.1,-1` fails before the job with lr=0.1 trains.
 """
 
 from collections.abc import Sequence
@@ -15,11 +17,14 @@ from dataclasses import dataclass
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 from hypersweep.compose_cache import share_parsed_configs
-from hypersweep.search_space import jobs_to_compose
+from hypersweep.errors import ConfigError, exit_with
+from hypersweep.search_space import job_structures
+from hypersweep.sweep_check import check_jobs, plain
 
 
 @dataclass
@@ -49,4 +54,20 @@ class GridSweeper(BasicSweeper):
                 groups[key] = bool(loader.get_group_options(key))
             return groups[key]
 
-        super().validate_batch_is_legal(jobs_to_compose(batch, parser, is_group))
+        jobs = [
+            (structure, job, [(o.key_or_group, plain(o.value()), _adds(o), None) for o in values])
+            for structure, job, values in job_structures(batch, parser, is_group)
+        ]
+
+        def compose(overrides: Sequence[str]) -> DictConfig:
+            return loader.load_sweep_config(self.config, list(overrides))
+
+        try:
+            check_jobs(jobs, compose)
+        except ConfigError as e:
+            raise exit_with(e) from None
+
+
+def _adds(override: Override) -> bool:
+    """`+key=value` or `++key=value`: the key may be new."""
+    return override.is_add() or override.is_force_add()

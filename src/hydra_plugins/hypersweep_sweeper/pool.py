@@ -155,13 +155,14 @@ class PoolLauncher(Launcher):
     ) -> None:
         """Start the workers now: they import while the sweep creates its study."""
         if not isinstance(self.n_jobs, int) or isinstance(self.n_jobs, bool) or self.n_jobs < 1:
-            print(
-                f"hypersweep: error: hydra.launcher.n_jobs={self.n_jobs!r} is not allowed: "
-                "expected an integer >= 1",
-                file=sys.stderr,
-                flush=True,
+            from hypersweep.errors import ConfigError, exit_with
+
+            raise exit_with(
+                ConfigError(
+                    f"hydra.launcher.n_jobs={self.n_jobs!r} is not allowed: "
+                    "expected an integer >= 1"
+                )
             )
-            raise SystemExit(2)
         self.config = config
         self.hydra_context = hydra_context
         # The workers need the callbacks only: the config loader (and its composing cache)

@@ -20,7 +20,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -51,7 +51,9 @@ from hypersweep.search_space import (
     SearchSpaceError,
     grid_values,
     parse,
+    structural,
 )
+from hypersweep.sweep_check import check_jobs
 from hypersweep.tracking import process_alive, tie_break
 
 log = logging.getLogger(__name__)
@@ -449,6 +451,7 @@ class HypersweepSweeper(Sweeper):
             for p in [p for p in params if p.key == key]:
                 params.remove(p)
         self._check_conditions(params)
+        self._check_space(params, fixed)
         sampler = self._with_space(self.sampler, params)
         if isinstance(sampler, optuna.samplers.GridSampler):
             size = math.prod(len(v) for v in sampler._search_space.values())
@@ -493,6 +496,41 @@ class HypersweepSweeper(Sweeper):
         finally:
             heartbeat.close()
         self._write_results(study, params)
+
+    def _check_space(self, params: list[Param], fixed: dict[str, str | None]) -> None:
+        """Every value the search space reaches, checked before the first trial
+        (hypersweep.sweep_check): each option of a swept config group (the others at their
+        first), and the bounds or choices of every other key."""
+        loader = self.hydra_context.config_loader
+        groups = [
+            p for p in params if structural(p.key, lambda k: bool(loader.get_group_options(k)))
+        ]
+        base = [k if v is None else f"{k}={v}" for k, v in fixed.items()]
+
+        def job(choices: dict[str, Any]) -> list[str]:
+            return base + [
+                p.override(choices.get(p.key, p.distribution.choices[0])) for p in groups
+            ]
+
+        jobs: list = [((), job({}), [])]
+        for p in groups:
+            jobs += [((p.key, c), job({p.key: c}), []) for c in p.distribution.choices[1:]]
+        jobs[0][2].extend(
+            (
+                p.key,
+                p.value(s),
+                False,
+                f"the search space of {p.key} ({_reach_text(p)}) has {p.value(s)!r}",
+            )
+            for p in params
+            if p not in groups
+            for s in _reach(p)
+        )
+
+        def compose(overrides: Sequence[str]) -> DictConfig:
+            return loader.load_sweep_config(self.config, list(overrides))
+
+        check_jobs(jobs, compose)
 
     def _with_space(self, sampler: Any, params: list[Param]) -> Any:
         """The grid sampler is built partially: it takes the search space here."""
@@ -892,6 +930,23 @@ class HypersweepSweeper(Sweeper):
 
 
 _SKIPPED = object()  # a param whose condition did not hold in a trial
+
+
+def _reach(p: Param) -> list[Any]:
+    """The samples that bound what a param can give: its choices, or its interval's ends."""
+    d = p.distribution
+    if isinstance(d, CategoricalDistribution):
+        return list(d.choices)
+    step = d.step if isinstance(d, IntDistribution) or d.step is not None else None
+    high = d.low + (d.high - d.low) // step * step if step else d.high
+    return [d.low, high]
+
+
+def _reach_text(p: Param) -> str:
+    d = p.distribution
+    if isinstance(d, CategoricalDistribution):
+        return "choice of " + ", ".join(map(repr, d.choices))
+    return f"{p.scale} over [{d.low}, {d.high}]"
 
 
 def _plain(node: Any) -> Any:
