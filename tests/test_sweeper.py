@@ -373,6 +373,9 @@ def test_resume_after_a_kill_completes_exactly_n_trials(tmp_path, store, mlflow_
     (interrupted,) = [t for t in study.trials if t.state == TrialState.FAIL]
     assert interrupted.number == running[0]
     assert interrupted.user_attrs["status_reason"] == "interrupted"
+    # no lost trial: its configuration ran again, first
+    (again,) = [t for t in complete if t.user_attrs.get("reruns_trial") == interrupted.number]
+    assert again.params == interrupted.params and again.number == len(killed.trials)
     # MLflow: 5 finished child runs, the killed job's run closed as KILLED, none RUNNING.
     runs = child_runs(mlflow_client)
     killed_runs = [r for r in runs if r.data.tags["trial_number"] == str(running[0])]

@@ -24,6 +24,12 @@ Compose = Callable[[Sequence[str]], DictConfig]
 _ABSENT = object()
 
 
+def is_hypersweep_job(config: DictConfig) -> bool:
+    """Whether the sweep's task is a hypersweep job (train.py's config): the sweepers serve any
+    Hydra task, and only ours has values `validate` knows."""
+    return all(group in config for group in ("data", "model", "optimizer", "trainer"))
+
+
 def task_config(config: DictConfig) -> DictConfig:
     with open_dict(config):
         config.pop("hydra", None)

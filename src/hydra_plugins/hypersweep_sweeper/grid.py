@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from hypersweep.compose_cache import share_parsed_configs
 from hypersweep.errors import ConfigError, exit_with
 from hypersweep.search_space import job_structures
-from hypersweep.sweep_check import check_jobs, plain
+from hypersweep.sweep_check import check_jobs, is_hypersweep_job, plain
 
 
 @dataclass
@@ -45,6 +45,9 @@ class GridSweeper(BasicSweeper):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        if not is_hypersweep_job(self.config):  # another task: composing is the check
+            super().validate_batch_is_legal(batch)
+            return
         loader = self.hydra_context.config_loader
         parser = OverridesParser.create(config_loader=loader)
         groups: dict[str, bool] = {}

@@ -53,7 +53,7 @@ from hypersweep.search_space import (
     parse,
     structural,
 )
-from hypersweep.sweep_check import check_jobs
+from hypersweep.sweep_check import check_jobs, is_hypersweep_job
 from hypersweep.tracking import process_alive, tie_break
 
 log = logging.getLogger(__name__)
@@ -451,7 +451,8 @@ class HypersweepSweeper(Sweeper):
             for p in [p for p in params if p.key == key]:
                 params.remove(p)
         self._check_conditions(params)
-        self._check_space(params, fixed)
+        if is_hypersweep_job(self.config):
+            self._check_space(params, fixed)
         sampler = self._with_space(self.sampler, params)
         if isinstance(sampler, optuna.samplers.GridSampler):
             size = math.prod(len(v) for v in sampler._search_space.values())
@@ -473,7 +474,7 @@ class HypersweepSweeper(Sweeper):
             "pruner", OmegaConf.to_container(pruner_cfg, resolve=True) if pruner_cfg else None
         )
         register_live_study(self.storage_spec or "", study)
-        resumed = self._recover(study)
+        resumed = self._recover(study, params)
         sampler = study.sampler = self._reseeded(study, params)
         log.info(
             "Study %s (%s), storage %s, sampler %s, pruner %s%s",
@@ -555,11 +556,12 @@ class HypersweepSweeper(Sweeper):
         log.info("Sampler reseeded for a study with %d trials (seed %s and that count)", done, seed)
         return self._with_space(_built(cfg, "sampler"), params)
 
-    def _recover(self, study: optuna.Study) -> int:
+    def _recover(self, study: optuna.Study, params: list[Param]) -> int:
         """Trials left RUNNING by an interrupted sweep are marked FAIL; those another live
-        command runs are left to it. A preempted trial (its job saved its state) is enqueued
-        with its parameters: the next trial asked is its continuation (its job finds the state
-        by its config, hypersweep.job). Returns trials done."""
+        command runs are left to it. An interrupted or preempted trial is enqueued with its
+        parameters (where the search space still holds them), so that none is lost: the next
+        trials asked run them again, a preempted one from the state its job saved (found by
+        its config, hypersweep.job). Returns trials done."""
         storage, now = study._storage, time.time()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if _alive(trial, now):
@@ -579,14 +581,26 @@ class HypersweepSweeper(Sweeper):
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             _close_mlflow_run(study, trial)
         trials = study.get_trials(deepcopy=False)
-        taken = {t.user_attrs.get("continues_trial") for t in trials}
+        space = {p.name: p.distribution for p in params}
+        taken = {t.user_attrs.get(k) for t in trials for k in ("continues_trial", "reruns_trial")}
         for trial in trials:
-            if trial.state != TrialState.FAIL or trial.number in taken:
+            reason = trial.user_attrs.get("status_reason")
+            if trial.state != TrialState.FAIL or reason not in RUN_AGAIN or trial.number in taken:
                 continue
-            if trial.user_attrs.get("status_reason") != "preempted":
-                continue
-            study.enqueue_trial(trial.params, user_attrs={"continues_trial": trial.number})
-            log.info("Trial %d was preempted: it continues from its saved state", trial.number)
+            if not all(
+                name in space and space[name]._contains(space[name].to_internal_repr(value))
+                for name, value in trial.params.items()
+            ):
+                continue  # the search space changed since: not this sweep's to run again
+            preempted = reason == "preempted"
+            key = "continues_trial" if preempted else "reruns_trial"
+            study.enqueue_trial(trial.params, user_attrs={key: trial.number})
+            log.info(
+                "Trial %d was %s: it runs again%s",
+                trial.number,
+                reason,
+                " from its saved state" if preempted else "",
+            )
         return trials_run(study)
 
     def _run_stage(
@@ -813,6 +827,8 @@ class HypersweepSweeper(Sweeper):
             log.warning("Trial %d failed: its result was rejected: %s", trial.number, e)
             return None
         except Exception as e:  # noqa: BLE001 - the job's own error, whatever it is
+            reason = getattr(e, "status_reason", "failed")  # timed_out: trainer.time_limit_s
+            study._storage.set_trial_user_attr(trial._trial_id, "status_reason", reason)
             _tell(study, trial, state=TrialState.FAIL)
             log.warning("Trial %d failed: %s: %s", trial.number, type(e).__name__, e)
             return f"trial {trial.number}: {type(e).__name__}: {e}"
