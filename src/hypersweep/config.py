@@ -155,7 +155,7 @@ GROUP_CHECKS: dict[str, dict[str, Check]] = {
 # target's signature): a key added with `+` that nothing reads is refused, not ignored.
 KNOWN_KEYS: dict[str, frozenset[str]] = {
     "trainer": frozenset(
-        ("max_epochs", "batch_size", "device", "precision", "seed", "num_threads")
+        ("max_epochs", "batch_size", "device", "precision", "seed", "num_threads", "time_limit_s")
         + ("stack_folds", "refit", "early_stopping")
     ),
     "trainer.early_stopping": frozenset(
@@ -341,6 +341,9 @@ def _check_trainer(cfg: DictConfig) -> None:
     threads = _value(cfg, "trainer.num_threads")
     if threads is not None and not POS_INT[0](threads):
         raise _fail("trainer.num_threads", threads, "null or " + POS_INT[1])
+    limit = cfg.trainer.get("time_limit_s")
+    if limit is not None and not POSITIVE[0](limit):
+        raise _fail("trainer.time_limit_s", limit, "null or " + POSITIVE[1] + " (seconds)")
 
 
 def _check_scheduler(cfg: DictConfig) -> None:

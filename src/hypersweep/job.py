@@ -3,14 +3,18 @@ MLflow and Optuna at once."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
 import os
+import signal
 import statistics
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +60,65 @@ def select_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+class TimedOut(Exception):
+    """The job ran past `trainer.time_limit_s`."""
+
+    status_reason = "timed_out"  # its MLflow run's and its trial's
+
+
 def main(cfg: DictConfig) -> float:
     """Hydra task function: a bad config is one line on stderr and exit status 2; SIGTERM or
-    Ctrl-C saves the run's state and stops (`hypersweep.preemption`)."""
+    Ctrl-C saves the run's state and stops (`hypersweep.preemption`); training past
+    `trainer.time_limit_s` fails with TimedOut."""
     preemption.install()
     try:
         return run(cfg)
     except ConfigError as e:
         raise exit_with(e) from None
+
+
+class TimeLimit:
+    """`trainer.time_limit_s`: a budget of wall-clock seconds for the job's training (its fit
+    and refit; not its start-up nor its logging after). SIGALRM at the end of the budget raises
+    TimedOut wherever training is, a hung model's Python code too; never inside the per-epoch
+    logging (`paused`), where it would interrupt the MLflow store's own bookkeeping. Main
+    thread only (elsewhere: no limit)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        on = bool(seconds) and threading.current_thread() is threading.main_thread()
+        self.left = float(seconds) if on else None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        if self.left is None:
+            yield
+            return
+
+        def expire(signum: int, frame: object) -> None:
+            raise TimedOut(f"trainer.time_limit_s={self.seconds} passed")
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        started = time.monotonic()
+        signal.setitimer(signal.ITIMER_REAL, max(self.left, 1e-3))
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            self.left = max(self.left - (time.monotonic() - started), 0.0)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The alarm held back (delivered when the block ends)."""
+        if self.left is None:
+            yield
+            return
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
 
 
 def run(cfg: DictConfig) -> float:
@@ -133,6 +188,7 @@ def run(cfg: DictConfig) -> float:
         run_name = ",".join(o for o in overrides if not o.startswith("hydra.")) or "defaults"
 
     progress = Progress(cfg.trainer.max_epochs, es.monitor)
+    limit = TimeLimit(cfg.trainer.get("time_limit_s"))
     params = tracking.flatten(resolved)
     # Params show what the run used: no β for plain SGD. A reproduction's config is resolved
     # (no interpolation left): it logs the knobs its source logged.
@@ -182,9 +238,10 @@ def run(cfg: DictConfig) -> float:
             )
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> str | None:
-            job_run.log_epoch(epoch, metrics)
-            progress.update(epoch, metrics)
-            return reporter.report(epoch, metrics) if reporter is not None else None
+            with limit.paused():
+                job_run.log_epoch(epoch, metrics)
+                progress.update(epoch, metrics)
+                return reporter.report(epoch, metrics) if reporter is not None else None
 
         train = {
             "batch_size": cfg.trainer.batch_size,
@@ -196,16 +253,17 @@ def run(cfg: DictConfig) -> float:
             if saved is not None and saved["phase"] == "refit":
                 result = FitResult(**saved["state"]["result"])
             else:
-                result = fit_members(
-                    members,
-                    max_epochs=cfg.trainer.max_epochs,
-                    stopper=stopper,
-                    monitor=es.monitor,
-                    on_epoch=on_epoch,
-                    interrupted=preemption.requested,
-                    resume=saved["state"] if saved is not None else None,
-                    **train,
-                )
+                with limit.running():
+                    result = fit_members(
+                        members,
+                        max_epochs=cfg.trainer.max_epochs,
+                        stopper=stopper,
+                        monitor=es.monitor,
+                        on_epoch=on_epoch,
+                        interrupted=preemption.requested,
+                        resume=saved["state"] if saved is not None else None,
+                        **train,
+                    )
         except Interrupted as stop:
             raise preempted("fit", stop.state, stop.epoch) from None
         finally:
@@ -225,7 +283,10 @@ def run(cfg: DictConfig) -> float:
                 status.update({"refit": "skipped", "refit_outranked_by": rival})
             else:
                 try:
-                    best_state, refit_summary = _refit(cfg, result, device, warm, job_run, train)
+                    with limit.running():
+                        best_state, refit_summary = _refit(
+                            cfg, result, device, warm, job_run, train, limit
+                        )
                 except Interrupted:  # the refit starts again; the folds' work is kept
                     state = {"result": dataclasses.asdict(result)}
                     raise preempted("refit", state, result.epochs_run) from None
@@ -332,6 +393,7 @@ def _refit(
     warm: dict | None,
     job_run: tracking.JobRun,
     train: dict,
+    limit: TimeLimit,
 ) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
     """After a cross-validation: train a fresh model on all of train+val for the best epoch
     count, with the learning rates the folds used epoch by epoch. Its weights are the run's
@@ -342,7 +404,7 @@ def _refit(
     losses = refit(
         member,
         lrs,
-        on_epoch=lambda e, m: job_run.log_epoch(e, m),
+        on_epoch=lambda e, m: _paused(limit, job_run.log_epoch, e, m),
         interrupted=preemption.requested,
         **train,
     )
@@ -378,6 +440,11 @@ def _fold_spread(result: FitResult) -> dict[str, float]:
     folds = result.member_metrics
     names = [k for k in folds[0] if k.startswith("val_")] if folds else []
     return {f"cv_{k}_std": statistics.pstdev(f[k] for f in folds) for k in names}
+
+
+def _paused(limit: TimeLimit, log: Any, *args: Any) -> None:
+    with limit.paused():
+        log(*args)
 
 
 def result_history(phase: str, state: dict[str, Any]) -> list[dict[str, float]]:

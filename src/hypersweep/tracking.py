@@ -637,9 +637,9 @@ class JobRun:
             status = "KILLED" if killed else "FAILED"
             try:
                 self.flush()
-                self.client.set_tag(
-                    self.run_id, "status_reason", "interrupted" if killed else "failed"
-                )
+                # a job's error may say why itself (job.TimedOut: timed_out)
+                reason = "interrupted" if killed else getattr(exc, "status_reason", "failed")
+                self.client.set_tag(self.run_id, "status_reason", reason)
                 if exc is not None:
                     self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
             except Exception:  # noqa: BLE001 - never mask the job's own error
