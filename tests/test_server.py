@@ -1,5 +1,6 @@
-"""Against a real `mlflow server` on a loopback port: a sweep logs through HTTP, the names of
-DESIGN.md's table read back through the REST client, `best` registers, the model loads."""
+"""Against a real `mlflow server` on a loopback port: a sweep logs through HTTP, the names
+README's "What MLflow holds" lists read back through the REST client, `best` registers, the
+model loads."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """MLflow: the store, one experiment and parent run per sweep, one child run per job.
 
-Names logged here are an interface (DESIGN.md, "Tracking"): params are the flattened resolved
+Names logged here are an interface (README, "What MLflow holds"): params are the flattened resolved
 config; per-epoch metrics are train_loss, val_loss, val_acc|val_rmse, lr, epoch_seconds; summary
 metrics are best_*, best_epoch, epochs_run; the tag status_reason says why a job stopped.
 
