@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from hypersweep.checkpoint import load_run_checkpoint
 from hypersweep.data import load, load_folds
 from hypersweep.fit import EarlyStopping, fit, fit_members, refit
 from hypersweep.job import _member as job_member
+from hypersweep.tracking import load_run_checkpoint
 
 from conftest import TINY, compose_cfg, hypersweep, train
 

@@ -212,7 +212,7 @@ def test_fixed_values_and_deletions_pass_through_as_written():
 def test_the_legacy_search_space_form_keeps_its_type(spec, expected):
     from omegaconf import OmegaConf
 
-    from hydra_plugins.hypersweep_sweeper.sweeper import _legacy_param
+    from hypersweep.study import _legacy_param
 
     (param,), _ = parse([_legacy_param("key", OmegaConf.create(spec))])
     assert param.distribution == expected

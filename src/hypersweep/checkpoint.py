@@ -54,22 +54,3 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> Path:
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def download_checkpoint(tracking_uri: str, run_id: str, dest: str | os.PathLike) -> Path:
-    """Fetch a run's `checkpoints/best.pt` from MLflow into `dest`."""
-    from mlflow.artifacts import download_artifacts
-
-    local = download_artifacts(
-        run_id=run_id,
-        artifact_path="checkpoints/best.pt",
-        dst_path=str(dest),
-        tracking_uri=tracking_uri,
-    )
-    return Path(local)
-
-
-def load_run_checkpoint(tracking_uri: str, run_id: str) -> dict[str, Any]:
-    """A run's best checkpoint, fetched from MLflow and loaded (nothing left on disk)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        return load_checkpoint(download_checkpoint(tracking_uri, run_id, tmp))

@@ -10,8 +10,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPRODUCED_FROM_ENV = "HYPERSWEEP_REPRODUCED_FROM"
-
 
 def default_tracking_uri() -> str:
     return (
@@ -74,6 +72,7 @@ def reproduce(args: argparse.Namespace) -> int:
 
     from hypersweep import trust
     from hypersweep.hydra_compat import main_kwargs
+    from hypersweep.job import REPRODUCED_FROM_ENV
     from hypersweep.job import main as run_job
     from hypersweep.selection import SelectionError
 

@@ -25,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 from hypersweep import data as data_module
 from hypersweep import preemption, tracking, trust
 from hypersweep.checkpoint import load_checkpoint, save_checkpoint, save_resume_state
-from hypersweep.cli import REPRODUCED_FROM_ENV
 from hypersweep.config import ConfigError, metric_mode, objective_metric, validate
 from hypersweep.data import Splits
 from hypersweep.errors import exit_with
@@ -45,6 +44,8 @@ from hypersweep.pruning import trial_reporter
 from hypersweep.stacking import ELEMENTWISE_OPTIMIZERS, Stacked, stackable
 
 log = logging.getLogger("hypersweep")
+# Set by `hypersweep reproduce`: the run a job reproduces (its tag `reproduced_from`).
+REPRODUCED_FROM_ENV = "HYPERSWEEP_REPRODUCED_FROM"
 
 
 def select_device(requested: str) -> torch.device:
@@ -497,7 +498,7 @@ def _warm_state(uri: str, run_id: str) -> dict[str, torch.Tensor]:
     """Babysitting: the best weights of another run, to start from (new settings apply)."""
     from mlflow.exceptions import MlflowException
 
-    from hypersweep.checkpoint import load_run_checkpoint
+    from hypersweep.tracking import load_run_checkpoint
 
     try:
         return load_run_checkpoint(uri, run_id)["state_dict"]

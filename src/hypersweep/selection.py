@@ -11,11 +11,10 @@ from omegaconf import OmegaConf
 
 from hypersweep import trust
 from hypersweep.analysis import varying_params
-from hypersweep.checkpoint import load_run_checkpoint
 from hypersweep.config import metric_mode, objective_metric
 from hypersweep.data import Splits, load
 from hypersweep.fit import evaluate
-from hypersweep.tracking import mlflow_client, ranked_runs
+from hypersweep.tracking import load_run_checkpoint, mlflow_client, ranked_runs
 
 CHAMPION = "champion"
 # What a run is ranked by: its score at the best epoch on validation rows.

@@ -378,7 +378,7 @@ def experiment_name(cfg: DictConfig) -> str:
         return os.environ[STUDY_ENV]
     hydra_cfg = cfg.hydra if "hydra" in cfg else HydraConfig.get()
     if "hydra" in cfg and _is_hypersweep(cfg):
-        from hydra_plugins.hypersweep_sweeper.sweeper import study_name_for
+        from hypersweep.study import study_name_for
 
         return study_name_for(cfg)
     if str(hydra_cfg.mode) == "RunMode.MULTIRUN":
@@ -474,11 +474,7 @@ def sweep_params(config: DictConfig) -> dict[str, str]:
     arguments = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
     params = {"sweeper": str(sweeper.get("_target_", "")).rsplit(".", 1)[-1]}
     if _is_hypersweep(config):
-        from hydra_plugins.hypersweep_sweeper.sweeper import (
-            directions_for,
-            search_arguments,
-            study_name_for,
-        )
+        from hypersweep.study import directions_for, search_arguments, study_name_for
 
         arguments = search_arguments(sweeper, [])
         params.update(
@@ -537,8 +533,8 @@ def summarize_sweep(uri: str, parent_run_id: str, config: DictConfig) -> None:
 def _sweep_study(config: DictConfig):
     import optuna
 
-    from hydra_plugins.hypersweep_sweeper.sweeper import study_name_for
     from hypersweep.pruning import live_or_loaded_study
+    from hypersweep.study import study_name_for
 
     try:
         return live_or_loaded_study(config.hydra.sweeper.storage or "", study_name_for(config))
@@ -645,3 +641,24 @@ class JobRun:
             except Exception:  # noqa: BLE001 - never mask the job's own error
                 log.exception("could not record the failure in MLflow")
         self.client.set_terminated(self.run_id, status)
+
+
+def download_checkpoint(tracking_uri: str, run_id: str, dest: str | os.PathLike) -> Path:
+    """Fetch a run's `checkpoints/best.pt` from MLflow into `dest`."""
+    from mlflow.artifacts import download_artifacts
+
+    local = download_artifacts(
+        run_id=run_id,
+        artifact_path="checkpoints/best.pt",
+        dst_path=str(dest),
+        tracking_uri=tracking_uri,
+    )
+    return Path(local)
+
+
+def load_run_checkpoint(tracking_uri: str, run_id: str) -> dict[str, Any]:
+    """A run's best checkpoint, fetched from MLflow and loaded (nothing left on disk)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        from hypersweep.checkpoint import load_checkpoint
+
+        return load_checkpoint(download_checkpoint(tracking_uri, run_id, tmp))

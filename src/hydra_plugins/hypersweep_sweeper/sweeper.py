@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import logging
 import math
 import os
@@ -31,13 +30,13 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from hypersweep import preemption, trust
 from hypersweep.compose_cache import share_parsed_configs
-from hypersweep.config import metric_mode, objective_metric, study_direction
+from hypersweep.config import metric_mode, objective_metric
 from hypersweep.errors import ConfigError, exit_with
 from hypersweep.pruning import (
     STORAGE_ENV,
@@ -52,6 +51,13 @@ from hypersweep.search_space import (
     grid_values,
     parse,
     structural,
+)
+from hypersweep.study import (
+    default_study_name,
+    directions_for,
+    job_monitor,
+    search_arguments,
+    warn_legacy,
 )
 from hypersweep.sweep_check import check_jobs, is_hypersweep_job
 from hypersweep.tracking import process_alive, tie_break
@@ -173,96 +179,6 @@ def ask(study: optuna.Study) -> optuna.Trial:
     study._storage.set_trial_user_attr(trial._trial_id, "owner", {"host": HOST, "pid": os.getpid()})
     beat(study, trial._trial_id)
     return trial
-
-
-def search_arguments(sweeper_cfg: DictConfig, arguments: list[str]) -> list[str]:
-    """`params` (or the legacy `search_space`) from the config, then the command line's."""
-    out = []
-    if sweeper_cfg.get("params"):
-        out += [f"{k}={v}" for k, v in sweeper_cfg.params.items()]
-    elif sweeper_cfg.get("search_space"):
-        out += [_legacy_param(k, v) for k, v in sweeper_cfg.search_space.items()]
-    return out + list(arguments)
-
-
-def _legacy_param(key: str, spec: DictConfig) -> str:
-    """hydra-optuna-sweeper < 1.2's `search_space` entry as today's grammar: `type` decides
-    int or float whatever the bounds are written as; `step` makes it discrete, high included."""
-    kind = spec.type
-    if kind == "categorical":
-        return f"{key}=choice({','.join(map(str, spec.choices))})"
-    if kind not in ("int", "float"):
-        raise SearchSpaceError(
-            f"hydra.sweeper.search_space.{key}.type={kind!r} is not allowed: expected int, "
-            "float or categorical"
-        )
-    number = int if kind == "int" else float
-    low, high = number(spec.low), number(spec.high)
-    if spec.get("step"):
-        step = number(spec.step)
-        stop = high + 1 if kind == "int" else high + step / 2  # past high, short of the next
-        return f"{key}=range({low!r},{stop!r},{step!r})"
-    inner = f"interval({low!r},{high!r})"
-    inner = f"int({inner})" if kind == "int" else inner
-    return f"{key}=tag(log,{inner})" if spec.get("log") else f"{key}={inner}"
-
-
-def _warn_legacy(sweeper_cfg: DictConfig) -> None:
-    if not sweeper_cfg.get("search_space"):
-        return
-    if sweeper_cfg.get("params"):
-        log.warning("hydra.sweeper.search_space is ignored: hydra.sweeper.params is set")
-    else:
-        log.warning(
-            "hydra.sweeper.search_space is hydra-optuna-sweeper < 1.2's form, read as "
-            "hydra.sweeper.params (e.g. lr: tag(log, interval(1e-4, 1e-1)))"
-        )
-
-
-def directions_for(config: DictConfig) -> list[str]:
-    """The study's directions: `hydra.sweeper.direction` as set, or, unset (null), the one the
-    job's objective needs (maximize for a val_acc monitor, minimize for a loss or rmse)."""
-    direction = config.hydra.sweeper.direction
-    if direction is None:
-        monitor = _monitor(config)
-        return [study_direction(monitor) if monitor else "minimize"]
-    directions = list(direction) if isinstance(direction, (list, ListConfig)) else [direction]
-    return [str(getattr(d, "name", d)) for d in directions]
-
-
-def _monitor(config: DictConfig) -> str | None:
-    """The job's early-stopping monitor; None for a task that is not hypersweep's train.py (the
-    sweeper runs any Hydra task function, as hydra-optuna-sweeper does)."""
-    monitor = OmegaConf.select(config, "trainer.early_stopping.monitor", default=None)
-    return None if monitor is None else str(monitor)
-
-
-def default_study_name(config: DictConfig, arguments: list[str]) -> str:
-    """Task name + a hash of everything that defines the search: the same command gives the
-    same study, so re-running it resumes."""
-    sweeper = config.hydra.sweeper
-    directions = directions_for(config)
-    key = {
-        "search": sorted(search_arguments(sweeper, arguments)),
-        # a single direction hashes as a string, as it did when it was always spelled out
-        "direction": directions if isinstance(sweeper.direction, ListConfig) else directions[0],
-        "sampler": OmegaConf.to_container(sweeper.sampler, resolve=True),
-        "pruner": OmegaConf.to_container(sweeper.pruner, resolve=True) if sweeper.pruner else None,
-        "objective_attrs": OmegaConf.to_container(sweeper.objective_attrs)
-        if sweeper.get("objective_attrs")
-        else None,
-        "coarse_to_fine": OmegaConf.to_container(sweeper.coarse_to_fine),
-    }
-    if sweeper.get("conditions"):  # only when set: older studies keep their names
-        key["conditions"] = OmegaConf.to_container(sweeper.conditions, resolve=True)
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{config.hydra.job.name}-{digest[:8]}"
-
-
-def study_name_for(config: DictConfig) -> str:
-    return config.hydra.sweeper.study_name or default_study_name(
-        config, list(config.hydra.overrides.task)
-    )
 
 
 def _built(cfg: Any, key: str) -> Any:
@@ -397,7 +313,7 @@ class HypersweepSweeper(Sweeper):
     def _check_directions_match_the_objective(self) -> None:
         """A direction that contradicts what the job returns would report the worst trial as
         the best and steer the sampler and pruner toward bad configurations."""
-        monitor = _monitor(self.config)
+        monitor = job_monitor(self.config)
         if monitor is None:
             return  # another task's return value: its directions are the user's to choose
         if self.objective_attrs:
@@ -445,7 +361,7 @@ class HypersweepSweeper(Sweeper):
     def _sweep(self, arguments: list[str]) -> None:
         self._build()
         self._check()
-        _warn_legacy(self.config.hydra.sweeper)
+        warn_legacy(self.config.hydra.sweeper)
         params, fixed = parse(search_arguments(self.config.hydra.sweeper, arguments))
         for key in fixed:
             for p in [p for p in params if p.key == key]:
