@@ -20,7 +20,7 @@ def default_tracking_uri() -> str:
 def _client(uri: str):
     """The MLflow client of an existing store: a SQLite file that is not there is an error, not a
     new empty store left behind."""
-    from hypersweep.selection import SelectionError
+    from hypersweep.errors import SelectionError
     from hypersweep.tracking import mlflow_client
 
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
@@ -71,10 +71,10 @@ def reproduce(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
     from hypersweep import trust
+    from hypersweep.errors import SelectionError
     from hypersweep.hydra_compat import main_kwargs
     from hypersweep.job import REPRODUCED_FROM_ENV
     from hypersweep.job import main as run_job
-    from hypersweep.selection import SelectionError
 
     client = _client(args.tracking_uri)
     try:
@@ -155,13 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from hypersweep.selection import SelectionError
+    from hypersweep.errors import ConfigError, exit_with
 
     try:
         return args.func(args)
-    except SelectionError as e:
-        print(f"hypersweep: error: {e}", file=sys.stderr)
-        return 2
+    except ConfigError as e:  # SelectionError and any bad value: one line, exit status 2
+        raise exit_with(e) from None
     finally:
         gc.freeze()  # a cheaper exit: no teardown GC pass over torch's and MLflow's objects
 

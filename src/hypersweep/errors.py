@@ -10,6 +10,14 @@ class ConfigError(ValueError):
     """A config value that is not allowed; the message is one line: key, value, what is allowed."""
 
 
+class SearchSpaceError(ConfigError):
+    """A malformed search-space value; the message names the key and the value."""
+
+
+class SelectionError(ConfigError):
+    """Nothing to select, or a request that would select on test data (`hypersweep best`)."""
+
+
 # Called once when a bad input is reported: a sweep's parent run, opened before the sweep
 # checked its settings, is deleted then rather than left FAILED (tracking.SweepTracking).
 _on_reject: list[Callable[[], None]] = []

@@ -36,11 +36,9 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from hypersweep.errors import SearchSpaceError  # noqa: F401 - raised here, imported from here
+
 SCALES = ("log", "one_minus_log")
-
-
-class SearchSpaceError(ValueError):
-    """A malformed search-space value; the message names the key and the value."""
 
 
 @dataclass(frozen=True)

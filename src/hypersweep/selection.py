@@ -13,16 +13,13 @@ from hypersweep import trust
 from hypersweep.analysis import varying_params
 from hypersweep.config import metric_mode, objective_metric
 from hypersweep.data import Splits, load
+from hypersweep.errors import SelectionError
 from hypersweep.fit import evaluate
 from hypersweep.tracking import load_run_checkpoint, mlflow_client, ranked_runs
 
 CHAMPION = "champion"
 # What a run is ranked by: its score at the best epoch on validation rows.
 VALIDATION_METRICS = ("best_val_loss", "best_val_acc", "best_val_rmse")
-
-
-class SelectionError(ValueError):
-    """Nothing to select, or a request that would select on test data."""
 
 
 @dataclass
