@@ -40,7 +40,6 @@ from hypersweep.fit import (
 )
 from hypersweep.optim import build_optimizer
 from hypersweep.progress import Progress
-from hypersweep.pruning import trial_reporter
 from hypersweep.stacking import ELEMENTWISE_OPTIMIZERS, Stacked, stackable
 
 log = logging.getLogger("hypersweep")
@@ -164,7 +163,7 @@ def run(cfg: DictConfig) -> float:
     else:
         exp_id = sweep["experiment_id"]
     objective_name = objective_metric(es.monitor)  # what the sweep scores and prunes on
-    reporter = trial_reporter(objective_name)
+    reporter = _trial_reporter(objective_name)
     tags = {
         "overrides": " ".join(overrides),
         "output_dir": str(out_dir),
@@ -446,6 +445,18 @@ def _fold_spread(result: FitResult) -> dict[str, float]:
 def _paused(limit: TimeLimit, log: Any, *args: Any) -> None:
     with limit.paused():
         log(*args)
+
+
+def _trial_reporter(monitor: str) -> Any:
+    """The reporter of the Optuna trial this job runs, or None outside a `hypersweep` sweep
+    (hypersweep.pruning imports Optuna: a job that is no trial does not)."""
+    from hypersweep.study import TRIAL_ENV
+
+    if not os.environ.get(TRIAL_ENV):
+        return None
+    from hypersweep.pruning import trial_reporter
+
+    return trial_reporter(monitor)
 
 
 def result_history(phase: str, state: dict[str, Any]) -> list[dict[str, float]]:

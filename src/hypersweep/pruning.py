@@ -14,10 +14,7 @@ import os
 import optuna
 
 from hypersweep import trust
-
-TRIAL_ENV = "HYPERSWEEP_TRIAL_ID"
-STUDY_ENV = "HYPERSWEEP_STUDY"
-STORAGE_ENV = "HYPERSWEEP_STORAGE"
+from hypersweep.study import STORAGE_ENV, STUDY_ENV, TRIAL_ENV  # noqa: F401 - imported from here
 
 # Studies opened by the sweeper in this process, by (storage, study name).
 _LIVE: dict[tuple[str, str], optuna.Study] = {}

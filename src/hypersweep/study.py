@@ -11,9 +11,15 @@ import logging
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hypersweep.config import study_direction
-from hypersweep.search_space import SearchSpaceError
+from hypersweep.errors import SearchSpaceError
 
 log = logging.getLogger(__name__)
+
+# How a job learns its trial: set per job by the sweeper (`hydra.job.env_set`), read by
+# hypersweep.pruning wherever the job runs.
+TRIAL_ENV = "HYPERSWEEP_TRIAL_ID"
+STUDY_ENV = "HYPERSWEEP_STUDY"
+STORAGE_ENV = "HYPERSWEEP_STORAGE"
 
 
 def search_arguments(sweeper_cfg: DictConfig, arguments: list[str]) -> list[str]:

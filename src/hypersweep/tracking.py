@@ -372,7 +372,7 @@ def experiment_name(cfg: DictConfig) -> str:
         return str(explicit)
     from hydra.core.hydra_config import HydraConfig
 
-    from hypersweep.pruning import STUDY_ENV
+    from hypersweep.study import STUDY_ENV
 
     if os.environ.get(STUDY_ENV):  # a job of an Optuna sweep
         return os.environ[STUDY_ENV]

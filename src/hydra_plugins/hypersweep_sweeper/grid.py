@@ -23,7 +23,6 @@ from omegaconf import DictConfig
 
 from hypersweep.compose_cache import share_parsed_configs
 from hypersweep.errors import ConfigError, exit_with
-from hypersweep.search_space import job_structures
 from hypersweep.sweep_check import check_jobs, is_hypersweep_job, plain
 
 
@@ -48,6 +47,8 @@ class GridSweeper(BasicSweeper):
         if not is_hypersweep_job(self.config):  # another task: composing is the check
             super().validate_batch_is_legal(batch)
             return
+        from hypersweep.search_space import job_structures  # with Optuna: not at start-up
+
         loader = self.hydra_context.config_loader
         parser = OverridesParser.create(config_loader=loader)
         groups: dict[str, bool] = {}

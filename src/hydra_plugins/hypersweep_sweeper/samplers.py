@@ -3,16 +3,18 @@ outcomes as hydra-optuna-sweeper's (whose own factories stand in when it is inst
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from hypersweep.errors import ConfigError
+
+if TYPE_CHECKING:  # Hydra imports this module at start-up: Optuna only when a sampler is built
+    import optuna
 
 
 def nsgaii(mutation: Any | None = None, **kwargs: Any) -> optuna.samplers.NSGAIISampler:
     """NSGA-II; `mutation` is passed only when set (Optuna 4 has no such argument)."""
+    import optuna
+
     return optuna.samplers.NSGAIISampler(**kwargs, **_given(mutation=mutation))
 
 
@@ -20,6 +22,9 @@ def nsgaiii(
     reference_points: Any | None = None, mutation: Any | None = None, **kwargs: Any
 ) -> optuna.samplers.NSGAIIISampler:
     """NSGA-III; a config's list of reference points becomes the array Optuna expects."""
+    import numpy as np
+    import optuna
+
     points = None if reference_points is None else np.asarray(reference_points, dtype=float)
     return optuna.samplers.NSGAIIISampler(
         **kwargs, **_given(mutation=mutation, reference_points=points)
