@@ -25,7 +25,7 @@ def span(run) -> tuple[int, int]:
 
 
 def test_a_grid_is_spread_over_the_free_workers(tmp_path, store, mlflow_client):
-    # Job 0 stalls 12 s on one worker; jobs 1-3 run one after another on the other meanwhile.
+    # Job 0 stalls on one worker until jobs 1-3 ran, one after another, on the other.
     args = [
         "-m",
         "data=iris",

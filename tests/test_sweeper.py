@@ -360,6 +360,7 @@ def test_resume_after_a_kill_completes_exactly_n_trials(tmp_path, store, mlflow_
         [*args, *LONG_TRIALS], tmp_path, third_trial_training, 240, "the sweep did not get going"
     )
     killed = load(tmp_path)
+    asked_before = len(killed.trials)
     done_before = {t.number for t in killed.trials if t.state == TrialState.COMPLETE}
     running = [t.number for t in killed.trials if t.state == TrialState.RUNNING]
     assert len(running) == 1
@@ -375,7 +376,7 @@ def test_resume_after_a_kill_completes_exactly_n_trials(tmp_path, store, mlflow_
     assert interrupted.user_attrs["status_reason"] == "interrupted"
     # no lost trial: its configuration ran again, first
     (again,) = [t for t in complete if t.user_attrs.get("reruns_trial") == interrupted.number]
-    assert again.params == interrupted.params and again.number == len(killed.trials)
+    assert again.params == interrupted.params and again.number == asked_before
     # MLflow: 5 finished child runs, the killed job's run closed as KILLED, none RUNNING.
     runs = child_runs(mlflow_client)
     killed_runs = [r for r in runs if r.data.tags["trial_number"] == str(running[0])]

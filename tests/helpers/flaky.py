@@ -12,21 +12,35 @@ class CrashingMLP(MLP):
 
 
 class SlowMLP(MLP):
-    """The sweep's first job spends 12 s in its first forward pass (inside the job's MLflow run),
-    whatever order the sampler proposes the trials in."""
+    """The sweep's first job stalls in its first forward pass (inside the job's MLflow run),
+    whatever order the sampler proposes the trials in: until jobs 1-3 have finished (each
+    job's log ends on its outcome line once its MLflow run has ended), at most 60 s. A
+    launcher that lets them run meanwhile passes whatever the machine's load; one that makes
+    them wait for job 0 holds it the full 60 s and they end after it."""
 
     def __init__(self, *args, hidden_units: int = 64, **kwargs):
         from hydra.core.hydra_config import HydraConfig
 
         super().__init__(*args, hidden_units=hidden_units, **kwargs)
-        self.slow = HydraConfig.get().job.get("num", 0) == 0
+        config = HydraConfig.get()
+        self.slow = config.job.get("num", 0) == 0
+        self.sweep_dir = config.sweep.dir
 
     def forward(self, x):
         if self.slow:
             import time
+            from pathlib import Path
 
             self.slow = False
-            time.sleep(12.0)
+
+            def ended(job: int) -> bool:
+                logs = Path(self.sweep_dir, str(job)).glob("*.log")
+                return any("(best epoch" in log.read_text() for log in logs)
+
+            deadline = time.monotonic() + 60.0
+            while time.monotonic() < deadline and not all(ended(j) for j in (1, 2, 3)):
+                time.sleep(0.2)
+            time.sleep(0.5)
         return super().forward(x)
 
 
