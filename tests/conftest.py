@@ -45,6 +45,21 @@ def compose_cfg(overrides: list[str], hydra_config: bool = False) -> DictConfig:
         return compose("config", overrides=overrides, return_hydra_config=hydra_config)
 
 
+def fit_options(cfg: DictConfig) -> dict[str, Any]:
+    """The options of `hypersweep.fit.fit`/`fit_members` as a job takes them from its config."""
+    from hypersweep.fit import EarlyStopping
+
+    es = cfg.trainer.early_stopping
+    return {
+        "max_epochs": cfg.trainer.max_epochs,
+        "batch_size": cfg.trainer.batch_size,
+        "stopper": EarlyStopping(es.resolved_mode, es.patience, es.min_delta),
+        "monitor": es.monitor,
+        "l1": cfg.regularization.l1,
+        "seed": cfg.trainer.seed,
+    }
+
+
 @pytest.fixture(scope="session")
 def migrated_store(tmp_path_factory) -> Path:
     """One migrated SQLite store per session; tests copy it (migrations take seconds)."""

@@ -13,7 +13,7 @@ from hypersweep.data import Splits, load
 from hypersweep.fit import EarlyStopping, evaluate, fit
 from hypersweep.optim import build_optimizer
 
-from conftest import TINY, compose_cfg
+from conftest import TINY, compose_cfg, fit_options
 
 
 @pytest.mark.parametrize(
@@ -52,20 +52,7 @@ def _build(*overrides: str):
 
 
 def _fit(cfg, data, model, optimizer, scheduler, **kw):
-    es = cfg.trainer.early_stopping
-    return fit(
-        model,
-        optimizer,
-        scheduler,
-        data,
-        max_epochs=cfg.trainer.max_epochs,
-        batch_size=cfg.trainer.batch_size,
-        stopper=EarlyStopping(es.resolved_mode, es.patience, es.min_delta),
-        monitor=es.monitor,
-        l1=cfg.regularization.l1,
-        seed=cfg.trainer.seed,
-        **kw,
-    )
+    return fit(model, optimizer, scheduler, data, **{**fit_options(cfg), **kw})
 
 
 def test_early_stopping_ends_training_and_restores_the_best_weights():

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from hypersweep import data as data_module
-from hypersweep.fit import EarlyStopping, Interrupted, fit_members
+from hypersweep.fit import Interrupted, fit_members
 from hypersweep.job import _members
 
-from conftest import TINY, compose_cfg, kill_train_when, train
+from conftest import TINY, compose_cfg, fit_options, kill_train_when, train
 
 SERIES = ("train_loss", "val_loss", "val_acc", "lr")
 
@@ -26,18 +26,8 @@ def _fit(cfg, **kw):
         datasets = data_module.load_folds(cfg.data)
     else:
         datasets = [data_module.load(cfg.data)]
-    es = cfg.trainer.early_stopping
     members = _members(cfg, datasets, None)
-    result = fit_members(
-        members,
-        max_epochs=cfg.trainer.max_epochs,
-        batch_size=cfg.trainer.batch_size,
-        stopper=EarlyStopping(es.resolved_mode, es.patience, es.min_delta),
-        monitor=es.monitor,
-        l1=cfg.regularization.l1,
-        seed=cfg.trainer.seed,
-        **kw,
-    )
+    result = fit_members(members, **fit_options(cfg), **kw)
     return members, result
 
 
