@@ -272,6 +272,7 @@ def test_coarse_to_fine_narrows_numeric_intervals_to_the_best_trials(tmp_path, s
         tmp_path,
         "hydra/sweeper=hypersweep",
         "hydra/sweeper/sampler=random",
+        "hydra.sweeper.sampler.seed=0",
         "hydra.sweeper.n_trials=8",
         "hydra.sweeper.coarse_to_fine.stages=2",
         "hydra.sweeper.coarse_to_fine.top_fraction=0.25",
@@ -449,6 +450,9 @@ def test_the_study_the_parent_run_and_best_agree_whatever_the_monitor(
         data,
         "hydra/sweeper=hypersweep",
         "hydra/sweeper/sampler=random",
+        # seeded: unseeded draws once put all three rates where four epochs of iris end on
+        # the same accuracy, and a tie cannot show the direction
+        "hydra.sweeper.sampler.seed=1",
         "hydra.sweeper.n_trials=3",
         "trainer.max_epochs=4",
         f"trainer.early_stopping.monitor={monitor}",
