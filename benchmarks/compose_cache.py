@@ -1,6 +1,6 @@
 """Composing one job's config as Hydra's launcher does (`load_sweep_config`): as Hydra does it
 (baseline: every file parsed, the defaults list built and the files merged per job) and with the
-sweepers' cache of parsed files, defaults lists and merges (hypersweep.compose_cache), side by
+sweepers' cache of parsed files, defaults lists and merges (hypersweep.search.compose_cache), side by
 side in one process, rounds interleaved.
 
     python benchmarks/compose_cache.py --jobs 40 --repeats 5
@@ -17,7 +17,7 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path
 from hydra.types import RunMode
 
-from hypersweep.compose_cache import share_parsed_configs
+from hypersweep.search.compose_cache import share_parsed_configs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SWEEP = [

@@ -19,8 +19,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from hypersweep.data import load_folds
-from hypersweep.fit import EarlyStopping, StackedMembers, fit_members
+from hypersweep.core.data import load_folds
+from hypersweep.core.fit import EarlyStopping, StackedMembers, fit_members
 from hypersweep.hydra_compat import initialize_kwargs
 from hypersweep.job import _members
 

@@ -25,10 +25,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from hypersweep import trust
-from hypersweep.data import Splits, load
-from hypersweep.fit import EarlyStopping, evaluate, fit, loss_function
+from hypersweep.core.data import Splits, load
+from hypersweep.core.fit import EarlyStopping, evaluate, fit, loss_function
+from hypersweep.core.optim import build_optimizer
 from hypersweep.hydra_compat import initialize_kwargs
-from hypersweep.optim import build_optimizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -54,7 +54,8 @@ def run_ours(
 ) -> float:
     from omegaconf import OmegaConf
 
-    from hypersweep.tracking import JobRun, experiment_id, flatten
+    from hypersweep.tracking.runs import JobRun, flatten
+    from hypersweep.tracking.store import experiment_id
 
     optimizer = build_optimizer(
         trust.instantiate(cfg.optimizer, trust.BUILTIN), model, cfg.regularization.l2
@@ -148,7 +149,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/bench.db"
-        from hypersweep.tracking import prepare_store
+        from hypersweep.tracking.store import prepare_store
 
         prepare_store(uri)
         for case in args.cases:

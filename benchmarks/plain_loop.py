@@ -9,10 +9,10 @@ import time
 import torch
 from omegaconf import OmegaConf
 
-from hypersweep.data import load
-from hypersweep.fit import EarlyStopping, fit
-from hypersweep.models import MLP
-from hypersweep.optim import adam, build_optimizer
+from hypersweep.core.data import load
+from hypersweep.core.fit import EarlyStopping, fit
+from hypersweep.core.models import MLP
+from hypersweep.core.optim import adam, build_optimizer
 
 DIGITS = OmegaConf.create(
     {

@@ -104,7 +104,8 @@ def run_ours(name: str, args: list[str], workdir: Path, fresh_store: bool) -> di
     from mlflow import MlflowClient
 
     from hypersweep.selection import test_once
-    from hypersweep.tracking import prepare_store, selection_key
+    from hypersweep.tracking.ranking import selection_key
+    from hypersweep.tracking.store import prepare_store
 
     cwd = workdir / name.replace("+", "_").replace(" ", "_").replace("=", "")
     cwd.mkdir()
@@ -280,7 +281,7 @@ def main() -> None:
 
 
 def plot(results: dict[str, dict], path: Path) -> None:
-    from hypersweep import svg
+    from hypersweep.tracking import svg
 
     def steps(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
         sx = [x for i, x in enumerate(xs) for x in ([x] if i == 0 else [x, x])]

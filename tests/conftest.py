@@ -46,8 +46,8 @@ def compose_cfg(overrides: list[str], hydra_config: bool = False) -> DictConfig:
 
 
 def fit_options(cfg: DictConfig) -> dict[str, Any]:
-    """The options of `hypersweep.fit.fit`/`fit_members` as a job takes them from its config."""
-    from hypersweep.fit import EarlyStopping
+    """The options of `hypersweep.core.fit.fit`/`fit_members` as a job takes them from its config."""
+    from hypersweep.core.fit import EarlyStopping
 
     es = cfg.trainer.early_stopping
     return {
@@ -62,8 +62,8 @@ def fit_options(cfg: DictConfig) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def migrated_store(tmp_path_factory) -> Path:
-    """One migrated SQLite store per session; tests copy it (migrations take seconds)."""
-    from hypersweep.tracking import prepare_store
+    """One migrated SQLite store per test run; tests copy it (migrations take seconds)."""
+    from hypersweep.tracking.store import prepare_store
 
     path = tmp_path_factory.mktemp("store") / "mlflow.db"
     prepare_store(f"sqlite:///{path}")

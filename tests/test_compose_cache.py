@@ -1,4 +1,4 @@
-"""The sweepers' shared parse of config files (hypersweep.compose_cache): every job composes the
+"""The sweepers' shared parse of config files (hypersweep.search.compose_cache): every job composes the
 config Hydra would compose, each file is parsed once per sweep, and the jobs share nothing
 mutable through it."""
 
@@ -12,7 +12,7 @@ from hydra._internal.utils import create_config_search_path
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 
-from hypersweep.compose_cache import SharedParsedConfigs, share_parsed_configs
+from hypersweep.search.compose_cache import SharedParsedConfigs, share_parsed_configs
 
 from conftest import CONF
 

@@ -7,8 +7,8 @@ import torch
 
 from hypersweep import trust
 from hypersweep.config import validate
-from hypersweep.data import load
-from hypersweep.optim import build_optimizer
+from hypersweep.core.data import load
+from hypersweep.core.optim import build_optimizer
 
 from conftest import CONF, TINY, compose_cfg
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from hypersweep.data import load, load_folds
-from hypersweep.fit import EarlyStopping, fit, fit_members, refit
+from hypersweep.core.data import load, load_folds
+from hypersweep.core.fit import EarlyStopping, fit, fit_members, refit
 from hypersweep.job import _member as job_member
-from hypersweep.tracking import load_run_checkpoint
+from hypersweep.tracking.runs import load_run_checkpoint
 
 from conftest import TINY, compose_cfg, hypersweep, train
 
@@ -198,7 +198,7 @@ def test_too_many_folds_for_the_smallest_class_is_one_line_and_no_run(
 
 @pytest.mark.slow
 def test_a_cv_sweep_selects_and_tests_the_refit_model(tmp_path, store, mlflow_client):
-    from hypersweep.fit import evaluate
+    from hypersweep.core.fit import evaluate
     from hypersweep.selection import rebuild_model
 
     result = train(

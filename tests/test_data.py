@@ -11,14 +11,14 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from hypersweep import data
+from hypersweep.core import data
 
 from conftest import CONF
 
 LOAD = """
 import hashlib, json, sys
 from omegaconf import OmegaConf
-from hypersweep.data import load
+from hypersweep.core.data import load
 cfg = OmegaConf.merge(OmegaConf.load(sys.argv[1]), OmegaConf.from_dotlist(sys.argv[2:]))
 s = load(cfg)
 digest = hashlib.sha256()

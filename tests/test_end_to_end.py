@@ -13,7 +13,7 @@ import torch
 import yaml
 from mlflow.artifacts import download_artifacts
 
-from hypersweep.checkpoint import load_checkpoint, save_checkpoint
+from hypersweep.core.checkpoint import load_checkpoint, save_checkpoint
 from hypersweep.progress import Progress
 
 from conftest import kill_train_when, train
@@ -240,7 +240,7 @@ def test_progress_shows_on_a_terminal_only(stream, shows):
 def test_runs_of_a_killed_sweep_are_closed_by_the_next_command(tmp_path, store, mlflow_client):
     """SIGKILL leaves no chance to close runs; the next command on this machine closes those
     whose process is gone, and leaves a live process's runs alone."""
-    from hypersweep.tracking import close_orphaned_runs, process_alive
+    from hypersweep.tracking.store import close_orphaned_runs, process_alive
 
     def job_training():
         runs = mlflow_client.search_runs(

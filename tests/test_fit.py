@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from hypersweep import trust
-from hypersweep.data import Splits, load
-from hypersweep.fit import EarlyStopping, evaluate, fit
-from hypersweep.optim import build_optimizer
+from hypersweep.core.data import Splits, load
+from hypersweep.core.fit import EarlyStopping, evaluate, fit
+from hypersweep.core.optim import build_optimizer
 
 from conftest import TINY, compose_cfg, fit_options
 

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.hypersweep_sweeper import config as sweeper_config
 from hydra_plugins.hypersweep_sweeper.sweeper import HypersweepSweeper
-from hypersweep.search_space import SearchSpaceError, grid_values, parse
+from hypersweep.search.space import SearchSpaceError, grid_values, parse
 
 from conftest import ROOT
 
@@ -212,7 +212,7 @@ def test_fixed_values_and_deletions_pass_through_as_written():
 def test_the_legacy_search_space_form_keeps_its_type(spec, expected):
     from omegaconf import OmegaConf
 
-    from hypersweep.study import _legacy_param
+    from hypersweep.search.study import _legacy_param
 
     (param,), _ = parse([_legacy_param("key", OmegaConf.create(spec))])
     assert param.distribution == expected
@@ -531,7 +531,7 @@ def test_two_commands_on_one_study_share_it_without_failing_each_other(tmp_path,
         time.sleep(1.5)  # the second starts while the first runs a trial
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outputs]
-    from hypersweep.pruning import open_storage
+    from hypersweep.search.pruning import open_storage
 
     trials = optuna.load_study(study_name="shared", storage=open_storage(spec)).trials
     done = [t for t in trials if t.state == TrialState.COMPLETE]

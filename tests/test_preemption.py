@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hypersweep import data as data_module
-from hypersweep.fit import Interrupted, fit_members
+from hypersweep.core import data as data_module
+from hypersweep.core.fit import Interrupted, fit_members
 from hypersweep.job import _members
 
 from conftest import TINY, compose_cfg, fit_options, kill_train_when, train

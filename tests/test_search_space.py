@@ -7,7 +7,7 @@ import math
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hypersweep.search_space import (
+from hypersweep.search.space import (
     SearchSpaceError,
     grid_values,
     parse,
@@ -113,7 +113,7 @@ def test_grid_rejects_continuous_intervals():
 def test_grid_validation_composes_one_job_per_structure():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from hypersweep.search_space import jobs_to_compose
+    from hypersweep.search.space import jobs_to_compose
 
     batch = [
         [f"lr={lr}", f"optimizer={opt}", f"hydra.job.chdir={chdir}"]

@@ -217,7 +217,8 @@ def test_rank_breaks_accuracy_ties_on_validation_loss(store, mlflow_client):
 def test_a_run_is_outranked_only_by_a_finished_run_with_a_model_that_ranks_above_it(
     store, mlflow_client, monitor
 ):
-    from hypersweep.tracking import PARENT_TAG, outranking_run
+    from hypersweep.tracking.ranking import outranking_run
+    from hypersweep.tracking.store import PARENT_TAG
 
     metric, mode = f"best_{monitor}", "max" if monitor == "val_acc" else "min"
     exp = mlflow_client.create_experiment("sweep")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from hypersweep.pruning import open_storage
+from hypersweep.search.pruning import open_storage
 
 from conftest import ROOT, hypersweep, kill_train_when, train
 

@@ -293,7 +293,8 @@ def test_every_bad_input_is_one_line_and_exit_status_2_before_any_work(
 ):
     from hydra.core.global_hydra import GlobalHydra
 
-    from hypersweep import errors, preemption
+    from hypersweep import errors
+    from hypersweep.core import preemption
 
     for name, text in CSV_FILES.items():
         (tmp_path / name).write_text(text)

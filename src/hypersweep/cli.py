@@ -21,7 +21,7 @@ def _client(uri: str):
     """The MLflow client of an existing store: a SQLite file that is not there is an error, not a
     new empty store left behind."""
     from hypersweep.errors import SelectionError
-    from hypersweep.tracking import mlflow_client
+    from hypersweep.tracking.store import mlflow_client
 
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise SelectionError(

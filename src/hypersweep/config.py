@@ -285,7 +285,7 @@ def _check_top_level(cfg: DictConfig) -> None:
 
 
 def _check_data(cfg: DictConfig) -> None:
-    from hypersweep.data import LOADERS
+    from hypersweep.core.data import LOADERS
 
     source = _value(cfg, "data.source")
     if source not in LOADERS:

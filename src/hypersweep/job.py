@@ -22,13 +22,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from hypersweep import data as data_module
-from hypersweep import preemption, tracking, trust
-from hypersweep.checkpoint import load_checkpoint, save_checkpoint, save_resume_state
+from hypersweep import trust
 from hypersweep.config import ConfigError, metric_mode, objective_metric, validate
-from hypersweep.data import Splits
-from hypersweep.errors import exit_with
-from hypersweep.fit import (
+from hypersweep.core import data as data_module
+from hypersweep.core import preemption
+from hypersweep.core.checkpoint import load_checkpoint, save_checkpoint, save_resume_state
+from hypersweep.core.data import Splits
+from hypersweep.core.fit import (
     EarlyStopping,
     FitResult,
     Interrupted,
@@ -38,9 +38,11 @@ from hypersweep.fit import (
     fit_members,
     refit,
 )
-from hypersweep.optim import build_optimizer
+from hypersweep.core.optim import build_optimizer
+from hypersweep.core.stacking import ELEMENTWISE_OPTIMIZERS, Stacked, stackable
+from hypersweep.errors import exit_with
 from hypersweep.progress import Progress
-from hypersweep.stacking import ELEMENTWISE_OPTIMIZERS, Stacked, stackable
+from hypersweep.tracking import callback, ranking, runs, store
 
 log = logging.getLogger("hypersweep")
 # Set by `hypersweep reproduce`: the run a job reproduces (its tag `reproduced_from`).
@@ -68,7 +70,7 @@ class TimedOut(Exception):
 
 def main(cfg: DictConfig) -> float:
     """Hydra task function: a bad config is one line on stderr and exit status 2; SIGTERM or
-    Ctrl-C saves the run's state and stops (`hypersweep.preemption`); training past
+    Ctrl-C saves the run's state and stops (`hypersweep.core.preemption`); training past
     `trainer.time_limit_s` fails with TimedOut."""
     preemption.install()
     try:
@@ -134,7 +136,7 @@ def run(cfg: DictConfig) -> float:
         torch.set_num_threads(cfg.trainer.num_threads)
     hydra_cfg = HydraConfig.get()
     if not _multirun(hydra_cfg):  # a sweep checked its store as it started
-        tracking.check_store(cfg.tracking.uri, cfg.tracking.artifact_root)
+        store.check_store(cfg.tracking.uri, cfg.tracking.artifact_root)
     out_dir = Path(hydra_cfg.runtime.output_dir)
 
     cv_folds = cfg.data.get("cv_folds")
@@ -153,13 +155,11 @@ def run(cfg: DictConfig) -> float:
     stopper = EarlyStopping(es.resolved_mode, es.patience, es.min_delta)
 
     overrides = list(hydra_cfg.overrides.task)
-    sweep = tracking.read_sweep_file(hydra_cfg.sweep.dir) if _multirun(hydra_cfg) else None
+    sweep = callback.read_sweep_file(hydra_cfg.sweep.dir) if _multirun(hydra_cfg) else None
     if sweep is None:
-        tracking.prepare_store(uri)
-        tracking.close_orphaned_runs(uri)
-        exp_id = tracking.experiment_id(
-            uri, tracking.experiment_name(cfg), cfg.tracking.artifact_root
-        )
+        store.prepare_store(uri)
+        store.close_orphaned_runs(uri)
+        exp_id = store.experiment_id(uri, callback.experiment_name(cfg), cfg.tracking.artifact_root)
     else:
         exp_id = sweep["experiment_id"]
     objective_name = objective_metric(es.monitor)  # what the sweep scores and prunes on
@@ -169,12 +169,12 @@ def run(cfg: DictConfig) -> float:
         "output_dir": str(out_dir),
         "job_num": str(hydra_cfg.job.get("num", 0)),
         "device": str(device),
-        **tracking.run_tags_static(),
+        **runs.run_tags_static(),
     }
     if _multirun(hydra_cfg):
         tags["sweep_dir"] = str(Path(hydra_cfg.sweep.dir).resolve())
     if sweep is not None:
-        tags[tracking.PARENT_TAG] = sweep["parent_run_id"]
+        tags[store.PARENT_TAG] = sweep["parent_run_id"]
     if reporter is not None:
         tags.update(reporter.tags)
     if cfg.get("resume_from") and saved is None:
@@ -189,10 +189,10 @@ def run(cfg: DictConfig) -> float:
 
     progress = Progress(cfg.trainer.max_epochs, es.monitor)
     limit = TimeLimit(cfg.trainer.get("time_limit_s"))
-    params = tracking.flatten(resolved)
+    params = runs.flatten(resolved)
     # Params show what the run used: no β for plain SGD. A reproduction's config is resolved
     # (no interpolation left): it logs the knobs its source logged.
-    source = tracking.run_params(uri, reproduced_from) if reproduced_from else None
+    source = store.run_params(uri, reproduced_from) if reproduced_from else None
     unused = [k for k in KNOBS if k not in source] if source is not None else _unused_knobs(cfg)
     for knob in unused:
         params.pop(knob, None)
@@ -211,7 +211,7 @@ def run(cfg: DictConfig) -> float:
     if reporter is not None:
         reporter.attach_tracking(uri)
     continued = saved["run_id"] if saved else None
-    with tracking.JobRun(uri, exp_id, run_name, tags, params, continued) as job_run:
+    with runs.JobRun(uri, exp_id, run_name, tags, params, continued) as job_run:
         if saved is not None:
             log.info(
                 "%s: continuing run %s from epoch %d, as it was preempted (%s)",
@@ -365,7 +365,7 @@ def _members(
     cfg: DictConfig, datasets: list[Splits], warm: dict | None
 ) -> list[Member] | list[StackedMembers]:
     """One member per dataset (fold). With `trainer.stack_folds` the folds train as one stacked
-    model where that is exact (see `hypersweep.stacking`): not for recurrent models, fp16 (one
+    model where that is exact (see `hypersweep.core.stacking`): not for recurrent models, fp16 (one
     loss scale would couple the folds) or an optimizer that is not elementwise; those train
     one after another."""
     models = [_model(cfg, data, warm) for data in datasets]
@@ -391,7 +391,7 @@ def _refit(
     result: FitResult,
     device: torch.device,
     warm: dict | None,
-    job_run: tracking.JobRun,
+    job_run: runs.JobRun,
     train: dict,
     limit: TimeLimit,
 ) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
@@ -425,7 +425,7 @@ def _outranked_by(
     if cfg.trainer.get("refit", "best") != "best" or sweep is None:
         return None
     metric = objective_metric(cfg.trainer.early_stopping.monitor)
-    return tracking.outranking_run(
+    return ranking.outranking_run(
         cfg.tracking.uri,
         sweep["experiment_id"],
         sweep["parent_run_id"],
@@ -449,12 +449,12 @@ def _paused(limit: TimeLimit, log: Any, *args: Any) -> None:
 
 def _trial_reporter(monitor: str) -> Any:
     """The reporter of the Optuna trial this job runs, or None outside a `hypersweep` sweep
-    (hypersweep.pruning imports Optuna: a job that is no trial does not)."""
-    from hypersweep.study import TRIAL_ENV
+    (hypersweep.search.pruning imports Optuna: a job that is no trial does not)."""
+    from hypersweep.search.study import TRIAL_ENV
 
     if not os.environ.get(TRIAL_ENV):
         return None
-    from hypersweep.pruning import trial_reporter
+    from hypersweep.search.pruning import trial_reporter
 
     return trial_reporter(monitor)
 
@@ -472,7 +472,7 @@ def _preempted_state(cfg: DictConfig, resolved: dict) -> tuple[Path, dict | None
     path = Path(cfg.tracking.resume_dir) / f"{key[:24]}.pt"
     source = path
     if not path.exists() and cfg.get("resume_from"):
-        found = tracking.preempted_state_path(cfg.tracking.uri, str(cfg.resume_from))
+        found = store.preempted_state_path(cfg.tracking.uri, str(cfg.resume_from))
         if found is None:
             return path, None
         source = Path(found)
@@ -496,7 +496,7 @@ def _preempted_state(cfg: DictConfig, resolved: dict) -> tuple[Path, dict | None
                 f"resume_from={cfg.resume_from!r} is a preempted run with another config: "
                 "expected the same overrides as that run to continue it"
             )
-    if not tracking.run_exists(cfg.tracking.uri, saved["run_id"]):
+    if not store.run_exists(cfg.tracking.uri, saved["run_id"]):
         log.warning(
             "%s: its run %s is gone from the store: starting afresh", source, saved["run_id"]
         )
@@ -509,7 +509,7 @@ def _warm_state(uri: str, run_id: str) -> dict[str, torch.Tensor]:
     """Babysitting: the best weights of another run, to start from (new settings apply)."""
     from mlflow.exceptions import MlflowException
 
-    from hypersweep.tracking import load_run_checkpoint
+    from hypersweep.tracking.runs import load_run_checkpoint
 
     try:
         return load_run_checkpoint(uri, run_id)["state_dict"]
@@ -572,7 +572,7 @@ def _summary(result: FitResult, model: torch.nn.Module) -> dict[str, float]:
 
 
 def _log_outcome(
-    job_run: tracking.JobRun,
+    job_run: runs.JobRun,
     result: FitResult,
     best_state: dict[str, torch.Tensor] | None,
     summary: dict[str, float],
@@ -583,7 +583,7 @@ def _log_outcome(
     monitor: str,
     plot: bool,
 ) -> None:
-    from hypersweep.plots import learning_curve
+    from hypersweep.tracking.plots import learning_curve
 
     job_run.log_summary(summary, tags)
 

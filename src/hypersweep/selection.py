@@ -10,12 +10,14 @@ import torch
 from omegaconf import OmegaConf
 
 from hypersweep import trust
-from hypersweep.analysis import varying_params
 from hypersweep.config import metric_mode, objective_metric
-from hypersweep.data import Splits, load
+from hypersweep.core.data import Splits, load
+from hypersweep.core.fit import evaluate
 from hypersweep.errors import SelectionError
-from hypersweep.fit import evaluate
-from hypersweep.tracking import load_run_checkpoint, mlflow_client, ranked_runs
+from hypersweep.tracking.analysis import varying_params
+from hypersweep.tracking.ranking import ranked_runs
+from hypersweep.tracking.runs import load_run_checkpoint
+from hypersweep.tracking.store import mlflow_client
 
 CHAMPION = "champion"
 # What a run is ranked by: its score at the best epoch on validation rows.

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from hypersweep.models import MLP
+from hypersweep.core.models import MLP
 
 FAULTS = {13: "raise", 14: "hang", 15: "nan", 16: "kill"}
 

@@ -1,7 +1,7 @@
 """Users' models that crash, stall or die for one width: drive the sweepers' and the pool
 launcher's handling of failures and of trials of unequal length."""
 
-from hypersweep.models import MLP
+from hypersweep.core.models import MLP
 
 
 class CrashingMLP(MLP):

@@ -3,7 +3,7 @@ imports it when a sweep starts): ask/tell on current Optuna, with pruning and re
 
 Each batch of `n_jobs` trials is asked from the study, turned into override lists and handed to
 the configured launcher. Every job learns its trial through environment variables set with
-`hydra.job.env_set` and reports to the persistent storage itself (hypersweep.pruning), so pruning
+`hydra.job.env_set` and reports to the persistent storage itself (hypersweep.search.pruning), so pruning
 works with launchers that run jobs in other processes. Outcomes the job left on the trial
 (status_reason, summary metrics) decide how the trial is told: COMPLETE, PRUNED or FAIL.
 """
@@ -35,33 +35,35 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hypersweep import preemption, trust
-from hypersweep.compose_cache import share_parsed_configs
+from hypersweep import trust
 from hypersweep.config import metric_mode, objective_metric
+from hypersweep.core import preemption
 from hypersweep.errors import ConfigError, exit_with
-from hypersweep.pruning import (
+from hypersweep.search.checks import check_jobs, is_hypersweep_job
+from hypersweep.search.compose_cache import share_parsed_configs
+from hypersweep.search.pruning import (
     STORAGE_ENV,
     STUDY_ENV,
     TRIAL_ENV,
     open_storage,
     register_live_study,
 )
-from hypersweep.search_space import (
+from hypersweep.search.space import (
     Param,
     SearchSpaceError,
     grid_values,
     parse,
     structural,
 )
-from hypersweep.study import (
+from hypersweep.search.study import (
     default_study_name,
     directions_for,
     job_monitor,
     search_arguments,
     warn_legacy,
 )
-from hypersweep.sweep_check import check_jobs, is_hypersweep_job
-from hypersweep.tracking import process_alive, tie_break
+from hypersweep.tracking.ranking import tie_break
+from hypersweep.tracking.store import process_alive
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -417,7 +419,7 @@ class HypersweepSweeperImpl(Sweeper):
 
     def _check_space(self, params: list[Param], fixed: dict[str, str | None]) -> None:
         """Every value the search space reaches, checked before the first trial
-        (hypersweep.sweep_check): each option of a swept config group (the others at their
+        (hypersweep.search.checks): each option of a swept config group (the others at their
         first), and the bounds or choices of every other key."""
         loader = self.hydra_context.config_loader
         groups = [
@@ -953,6 +955,6 @@ def _fail_running(
 
 def _close_mlflow_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     if trial.user_attrs.get("mlflow_uri"):
-        from hypersweep.tracking import close_interrupted_trial_runs
+        from hypersweep.tracking.store import close_interrupted_trial_runs
 
         close_interrupted_trial_runs(trial.user_attrs["mlflow_uri"], study.study_name, trial.number)

@@ -5,10 +5,10 @@ BasicSweeper composes every job's config twice: once to validate the batch befor
 anything, once more in the launcher. Composing costs ~65 ms here, a third of a short job's
 overhead. Only the overrides of config groups and of `hydra.*` keys change the structure of a
 composed config or meet a typed schema; the rest are plain values of keys that either exist or
-do not. So one job per distinct structure is composed (hypersweep.search_space.jobs_to_compose):
+do not. So one job per distinct structure is composed (hypersweep.search.space.jobs_to_compose):
 a bad option, a missing key or a bad `hydra.*` value still stops the sweep before its first job.
 Each of those jobs' configs is validated, and each distinct value of the other keys on one of
-them (hypersweep.sweep_check): `-m lr=0.1,-1` fails before the job with lr=0.1 trains.
+them (hypersweep.search.checks): `-m lr=0.1,-1` fails before the job with lr=0.1 trains.
 """
 
 from collections.abc import Sequence
@@ -21,9 +21,9 @@ from hydra.core.override_parser.types import Override
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from hypersweep.compose_cache import share_parsed_configs
 from hypersweep.errors import ConfigError, exit_with
-from hypersweep.sweep_check import check_jobs, is_hypersweep_job, plain
+from hypersweep.search.checks import check_jobs, is_hypersweep_job, plain
+from hypersweep.search.compose_cache import share_parsed_configs
 
 
 @dataclass
@@ -47,7 +47,7 @@ class GridSweeper(BasicSweeper):
         if not is_hypersweep_job(self.config):  # another task: composing is the check
             super().validate_batch_is_legal(batch)
             return
-        from hypersweep.search_space import job_structures  # with Optuna: not at start-up
+        from hypersweep.search.space import job_structures  # with Optuna: not at start-up
 
         loader = self.hydra_context.config_loader
         parser = OverridesParser.create(config_loader=loader)

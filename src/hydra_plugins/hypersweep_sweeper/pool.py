@@ -4,7 +4,7 @@ machine, each job sent to the first worker that is free ("caviar": several model
 Hydra's joblib launcher runs each batch of jobs to its end before the sweeper asks for the next,
 and re-creates each job's Hydra state in its worker (the config loader and all registered
 configs, pickled per job, then the job's config composed there). Here each job's config is
-composed in the sweep's process (with the sweep's composing cache, hypersweep.compose_cache),
+composed in the sweep's process (with the sweep's composing cache, hypersweep.search.compose_cache),
 the workers receive Hydra's state once, and a job is sent as soon as a worker is free: Hydra's
 sweepers hand a whole batch (a grid) and it is spread over the workers without waiting on its
 slowest job; the `hypersweep` sweeper submits one trial per free worker and asks the next trial
@@ -15,7 +15,7 @@ files, job logging and callbacks as with Hydra's launchers. Unless the job sets
 `trainer.num_threads`, each worker gives torch an equal share of the machine's cores.
 
 Stopping: SIGTERM or Ctrl-C to the sweep reaches each worker as one SIGTERM (workers ignore
-Ctrl-C themselves), and their jobs save their state and end (hypersweep.preemption). A worker
+Ctrl-C themselves), and their jobs save their state and end (hypersweep.core.preemption). A worker
 whose sweep is gone (SIGKILL) notices within a second: its job is preempted likewise, and the
 worker exits instead of waiting for work that never comes.
 """
@@ -83,7 +83,7 @@ def _start_worker(
     preload: list[str],
 ) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # read when torch is imported
-    from hypersweep import preemption
+    from hypersweep.core import preemption
 
     preemption.as_worker(lambda: not _worker.get("busy"))
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
@@ -178,7 +178,7 @@ class PoolLauncher(Launcher):
         )
         for _ in range(self.n_jobs):  # each spawns a worker
             self._pool.submit(_started)
-        from hypersweep import preemption
+        from hypersweep.core import preemption
 
         preemption.forward_to(self._worker_pids)
 

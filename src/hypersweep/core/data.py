@@ -238,7 +238,7 @@ def _load_cached(key: str) -> dict[str, np.ndarray]:
 
 def _store(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Written atomically: jobs in parallel may race, a reader sees a whole file or none."""
-    from hypersweep.checkpoint import write_atomically
+    from hypersweep.core.checkpoint import write_atomically
 
     try:
         write_atomically(path, lambda f: np.savez(f, **arrays))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypersweep import svg
+from hypersweep.tracking import svg
 
 
 def learning_curve(

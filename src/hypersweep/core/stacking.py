@@ -64,7 +64,7 @@ def _chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     """The layers of a model that is an `nn.Sequential` (or holds one as `net` and calls only
     it, as `models.MLP` does) of flatten, linear, batch norm (affine, with running statistics)
     and elementwise modules, with their name prefixes; None for any other model."""
-    from hypersweep.models import MLP
+    from hypersweep.core.models import MLP
 
     if isinstance(model, MLP):
         chain, prefix = model.net, "net."

@@ -30,7 +30,7 @@ def save_checkpoint(
 
 
 def save_resume_state(path: Path, payload: dict[str, Any]) -> Path:
-    """A preempted run's whole training state (`hypersweep.fit.Interrupted`), written
+    """A preempted run's whole training state (`hypersweep.core.fit.Interrupted`), written
     atomically: a second preemption during the write leaves the previous state or none."""
     return write_atomically(path, lambda f: torch.save(payload, f))
 

@@ -18,7 +18,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hypersweep import svg
+from hypersweep.tracking import svg
 
 log = logging.getLogger(__name__)
 

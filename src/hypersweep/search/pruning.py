@@ -14,7 +14,7 @@ import os
 import optuna
 
 from hypersweep import trust
-from hypersweep.study import STORAGE_ENV, STUDY_ENV, TRIAL_ENV  # noqa: F401 - imported from here
+from hypersweep.search.study import STORAGE_ENV, STUDY_ENV, TRIAL_ENV  # noqa: F401 - imported from here
 
 # Studies opened by the sweeper in this process, by (storage, study name).
 _LIVE: dict[tuple[str, str], optuna.Study] = {}

@@ -16,7 +16,7 @@ from hypersweep.errors import SearchSpaceError
 log = logging.getLogger(__name__)
 
 # How a job learns its trial: set per job by the sweeper (`hydra.job.env_set`), read by
-# hypersweep.pruning wherever the job runs.
+# hypersweep.search.pruning wherever the job runs.
 TRIAL_ENV = "HYPERSWEEP_TRIAL_ID"
 STUDY_ENV = "HYPERSWEEP_STUDY"
 STORAGE_ENV = "HYPERSWEEP_STORAGE"

@@ -5,7 +5,7 @@ accumulated on the device and synced once, validation, scheduler step, early sto
 weights kept), a report to the caller, which may ask to stop (pruning). A non-finite loss stops
 the run as "diverged". Several models (the folds of a cross-validation) train in lockstep and
 report their mean; models of one architecture can train stacked as one (`StackedMembers`, see
-`hypersweep.stacking`).
+`hypersweep.core.stacking`).
 
 Preemption: `interrupted` is polled before every mini-batch; when it says so, the loop raises
 `Interrupted` with everything needed to continue exactly where it stopped (weights, optimizer,
@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from hypersweep.data import Splits
-from hypersweep.optim import decayed_weights, l1_penalty
-from hypersweep.stacking import Stacked
+from hypersweep.core.data import Splits
+from hypersweep.core.optim import decayed_weights, l1_penalty
+from hypersweep.core.stacking import Stacked
 
 # Called after every epoch with (epoch, metrics); returns a stop reason (e.g. "pruned") or None.
 EpochCallback = Callable[[int, dict[str, float]], "str | None"]
