@@ -1,7 +1,7 @@
 """Composing one job's config as Hydra's launcher does (`load_sweep_config`): as Hydra does it
 (baseline: every file parsed, the defaults list built and the files merged per job) and with the
-sweepers' cache of parsed files, defaults lists and merges (hypersweep.search.compose_cache), side by
-side in one process, rounds interleaved.
+sweepers' cache of parsed files, defaults lists and merges (hypersweep.search.compose_cache),
+side by side in one process, rounds interleaved.
 
     python benchmarks/compose_cache.py --jobs 40 --repeats 5
 """

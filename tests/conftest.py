@@ -46,7 +46,8 @@ def compose_cfg(overrides: list[str], hydra_config: bool = False) -> DictConfig:
 
 
 def fit_options(cfg: DictConfig) -> dict[str, Any]:
-    """The options of `hypersweep.core.fit.fit`/`fit_members` as a job takes them from its config."""
+    """The options of `hypersweep.core.fit.fit`/`fit_members` as a job takes them from its
+    config."""
     from hypersweep.core.fit import EarlyStopping
 
     es = cfg.trainer.early_stopping

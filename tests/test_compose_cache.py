@@ -1,6 +1,6 @@
-"""The sweepers' shared parse of config files (hypersweep.search.compose_cache): every job composes the
-config Hydra would compose, each file is parsed once per sweep, and the jobs share nothing
-mutable through it."""
+"""The sweepers' shared parse of config files (hypersweep.search.compose_cache): every job
+composes the config Hydra would compose, each file is parsed once per sweep, and the jobs share
+nothing mutable through it."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import yaml
 from mlflow.artifacts import download_artifacts
 
 from hypersweep.core.checkpoint import load_checkpoint, save_checkpoint
-from hypersweep.progress import Progress
+from hypersweep.progress import Progress, SweepProgress
 
 from conftest import kill_train_when, train
 
@@ -233,7 +233,23 @@ def test_progress_shows_on_a_terminal_only(stream, shows):
     )
     progress.close()
     text = stream.getvalue()
-    assert ("epoch 2/10" in text and "best val_loss 0.7" in text) is shows
+    assert ("2/10" in text and "val_acc 0.6" in text and "best val_loss 0.7" in text) is shows
+    assert (text == "") is not shows
+
+
+@pytest.mark.parametrize("stream,shows", [(_Tty(), True), (io.StringIO(), False)])
+def test_the_sweep_bar_counts_trials_and_shows_the_best(stream, shows):
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    bar = SweepProgress(8, 1, stream)
+    for number, value in enumerate([0.5, 0.9, 0.7]):
+        trial = study.ask()
+        study.tell(trial, value)
+        bar.told(number + 2, study)
+    bar.close()
+    text = stream.getvalue()
+    assert ("4/8" in text and "best 0.9 (trial 1)" in text) is shows
     assert (text == "") is not shows
 
 

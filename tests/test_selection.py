@@ -9,6 +9,8 @@ import pytest
 import torch
 import yaml
 
+from hypersweep.tracking.analysis import figures, study_from_runs
+
 from conftest import hypersweep, train
 
 pytestmark = pytest.mark.slow
@@ -49,10 +51,10 @@ def test_sweep_parent_holds_space_best_and_analysis(grid_sweep, tmp_path, mlflow
     assert parent.data.metrics["best_val_loss"] == pytest.approx(best.data.metrics["best_val_loss"])
     expected = {
         "trials.csv",
-        "optimization_history.svg",
-        "parallel_coordinate.svg",
-        "param_importances.svg",
-        "intermediate_values.svg",
+        "optimization_history.png",
+        "parallel_coordinate.png",
+        "param_importances.png",
+        "intermediate_values.png",
     }
     logged = {
         Path(a.path).name for a in mlflow_client.list_artifacts(parent.info.run_id, "analysis")
@@ -60,8 +62,12 @@ def test_sweep_parent_holds_space_best_and_analysis(grid_sweep, tmp_path, mlflow
     assert expected <= logged
     (sweep_dir,) = (tmp_path / "multirun").glob("*/*")
     assert expected <= {p.name for p in (sweep_dir / "analysis").iterdir()}
-    svg = (sweep_dir / "analysis" / "parallel_coordinate.svg").read_text()
-    assert svg.count("<polyline") == 3  # one line per trial across the lr and objective axes
+    for name in expected - {"trials.csv"}:
+        assert (sweep_dir / "analysis" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    # the grid's study, rebuilt from its runs: one line per trial across the lr and objective axes
+    study = study_from_runs(mlflow_client, children, "best_val_loss", "min")
+    axes = figures(study)["parallel_coordinate"]()
+    assert sum(len(c.get_segments()) for c in axes.collections if hasattr(c, "get_segments")) == 3
     csv = (sweep_dir / "analysis" / "trials.csv").read_text().splitlines()
     assert csv[0].startswith("run_id,") and "lr" in csv[0].split(",") and len(csv) == 4
     assert parent.data.metrics["importance.lr"] == pytest.approx(1.0)  # the only swept key

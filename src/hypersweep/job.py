@@ -187,7 +187,7 @@ def run(cfg: DictConfig) -> float:
     else:
         run_name = ",".join(o for o in overrides if not o.startswith("hydra.")) or "defaults"
 
-    progress = Progress(cfg.trainer.max_epochs, es.monitor)
+    progress = Progress(cfg.trainer.max_epochs, es.monitor, leave=not _multirun(hydra_cfg))
     limit = TimeLimit(cfg.trainer.get("time_limit_s"))
     params = runs.flatten(resolved)
     # Params show what the run used: no β for plain SGD. A reproduction's config is resolved

@@ -3,8 +3,8 @@ imports it when a sweep starts): ask/tell on current Optuna, with pruning and re
 
 Each batch of `n_jobs` trials is asked from the study, turned into override lists and handed to
 the configured launcher. Every job learns its trial through environment variables set with
-`hydra.job.env_set` and reports to the persistent storage itself (hypersweep.search.pruning), so pruning
-works with launchers that run jobs in other processes. Outcomes the job left on the trial
+`hydra.job.env_set` and reports to the persistent storage itself (hypersweep.search.pruning),
+so pruning works with launchers that run jobs in other processes. Outcomes the job left on the trial
 (status_reason, summary metrics) decide how the trial is told: COMPLETE, PRUNED or FAIL.
 """
 
@@ -39,6 +39,7 @@ from hypersweep import trust
 from hypersweep.config import metric_mode, objective_metric
 from hypersweep.core import preemption
 from hypersweep.errors import ConfigError, exit_with
+from hypersweep.progress import SweepProgress
 from hypersweep.search.checks import check_jobs, is_hypersweep_job
 from hypersweep.search.compose_cache import share_parsed_configs
 from hypersweep.search.pruning import (
@@ -223,6 +224,7 @@ class HypersweepSweeperImpl(Sweeper):
         self.storage_spec = storage
         self.study_name = study_name
         self.n_trials = n_trials
+        self._progress: SweepProgress | None = None
         self.n_jobs = n_jobs
         self.max_failure_rate = max_failure_rate
         self.custom_search_space_path = custom_search_space
@@ -407,6 +409,7 @@ class HypersweepSweeperImpl(Sweeper):
 
         total = self.n_trials * self.stages
         heartbeat = Heartbeat(study)
+        self._progress = SweepProgress(total, trials_counted(study))
         try:
             for stage in range(1, self.stages + 1):
                 if stage > 1:
@@ -414,6 +417,7 @@ class HypersweepSweeperImpl(Sweeper):
                 target = self.n_trials * stage
                 self._run_stage(study, params, fixed, target, total)
         finally:
+            self._progress.close()
             heartbeat.close()
         self._write_results(study, params)
 
@@ -627,6 +631,8 @@ class HypersweepSweeperImpl(Sweeper):
     ) -> None:
         """Tell a trial's outcome; stop the sweep once more trials failed than allowed."""
         error = self._tell(study, trial, ret)
+        if self._progress is not None:
+            self._progress.told(trials_counted(study), study)
         if error:
             failures.append(error)
         failed = failures_counted(study)

@@ -7,7 +7,6 @@ rebuilt in memory from the MLflow child runs: the same plots then serve both.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import warnings
@@ -17,8 +16,6 @@ from typing import Any
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-
-from hypersweep.tracking import svg
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +117,9 @@ def write_report(
     out_dir: Path,
     importance: dict[str, float] | None = None,
 ) -> list[Path]:
-    """SVG plots and trials.csv into out_dir; plots that need more trials are skipped.
-    `importance` (from `importances`) is drawn as given, not computed again."""
+    """PNG plots (Optuna's matplotlib plots) and trials.csv into out_dir; a plot that cannot be
+    drawn (too few trials) is skipped with a warning. `importance` (from `importances`) is
+    drawn as given, not computed again."""
     import csv
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,113 +131,80 @@ def write_report(
         writer.writeheader()
         writer.writerows(rows)
     written.append(csv_path)
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(study.directions) > 1:
-        plots = {"pareto_front": lambda path: _pareto_plot(study, complete, path)}
-    else:
-        plots = {
-            "optimization_history": lambda path: _history_plot(study, complete, path),
-            "intermediate_values": lambda path: _intermediate_plot(study, path),
-        }
-        if complete and complete[0].params:
-            plots["parallel_coordinate"] = lambda path: _parallel_plot(complete, path)
-    if importance:
-        plots["param_importances"] = lambda path: svg.write(
-            path,
-            [
-                svg.Panel(
-                    title="Hyperparameter importance",
-                    xlabel="fANOVA importance for the objective",
-                    bars=list(importance.items()),
-                )
-            ],
-            height=max(200, 80 + 30 * len(importance)),
-        )
-    for name, draw in plots.items():
-        path = out_dir / f"{name}.svg"
+    for name, figure in figures(study, importance).items():
+        path = out_dir / f"{name}.png"
         try:
-            written.append(draw(path))
+            written.append(_save(figure(), path))
         except Exception as e:  # noqa: BLE001 - one plot failing must not sink the report
             log.warning("Skipped the %s plot: %s", name, e)
     return written
 
 
-def _history_plot(study: optuna.Study, complete: list[Any], path: Path) -> Path:
-    numbers = [t.number for t in complete]
-    values = [t.value for t in complete]
-    better = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-    best = list(itertools.accumulate(values, better))
-    panel = svg.Panel(
-        title="Optimization history",
-        xlabel="trial",
-        ylabel="objective",
-        integer_x=True,
-        series=[
-            svg.Series("objective", numbers, values, svg.PALETTE[0], markers=True),
-            svg.Series("best so far", numbers, best, svg.PALETTE[3]),
-        ],
-    )
-    return svg.write(path, [panel], height=420)
+def figures(study: optuna.Study, importance: dict[str, float] | None = None) -> dict[str, Any]:
+    """The sweep's plots, each a function that draws it and returns its matplotlib Axes:
+    optimization history, intermediate values (the curves a pruner cut short), parallel
+    coordinates and fANOVA importances; the Pareto front for several objectives. Drawn by
+    `optuna.visualization.matplotlib` (matplotlib is imported here, once per sweep)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, in a sweep or a worker
+    from optuna.visualization import matplotlib as plots
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(study.directions) > 1:
+        names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+        drawn = {"pareto_front": lambda: plots.plot_pareto_front(study, target_names=names)}
+        return {name: _quiet(draw) for name, draw in drawn.items()}
+    drawn = {
+        "optimization_history": lambda: plots.plot_optimization_history(study),
+        "intermediate_values": lambda: _without_legend(plots.plot_intermediate_values(study)),
+    }
+    if complete and complete[0].params:
+        drawn["parallel_coordinate"] = lambda: plots.plot_parallel_coordinate(study)
+    if importance:
+        fixed = _Given(importance)
+        drawn["param_importances"] = lambda: plots.plot_param_importances(study, evaluator=fixed)
+    return {name: _quiet(draw) for name, draw in drawn.items()}
 
 
-def _intermediate_plot(study: optuna.Study, path: Path) -> Path:
-    trials = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values]
-    if not trials:
-        raise ValueError("no trial reported intermediate values")
-    series = [
-        svg.Series(
-            f"trial {t.number}",
-            list(t.intermediate_values),
-            list(t.intermediate_values.values()),
-            # pruned trials grey: the curves Hyperband/ASHA cut short
-            "#bbbbbb" if t.state == TrialState.PRUNED else svg.PALETTE[t.number % 7],
-            width=1.0,
-            in_legend=False,
-        )
-        for t in trials
-    ]
-    panel = svg.Panel(
-        title="Intermediate values (pruned trials in grey)",
-        xlabel="epoch",
-        ylabel="monitored metric",
-        integer_x=True,
-        series=series,
-    )
-    return svg.write(path, [panel], height=420)
+def _quiet(draw: Any) -> Any:
+    """Optuna marks its matplotlib plots experimental, with a warning per call."""
+
+    def drawn() -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return draw()
+
+    return drawn
 
 
-def _parallel_plot(complete: list[Any], path: Path) -> Path:
-    columns = []
-    for name, dist in complete[0].distributions.items():
-        raw = [t.params.get(name) for t in complete]
-        if isinstance(dist, CategoricalDistribution):
-            labels = [str(c) for c in dist.choices]
-            columns.append((name, [float(dist.choices.index(v)) for v in raw], labels))
-        else:
-            log_scale = getattr(dist, "log", False)
-            values = [math.log10(v) if log_scale else float(v) for v in raw]
-            columns.append((f"log10 {name}" if log_scale else name, values, None))
-    return svg.parallel(path, columns, ("objective", [t.value for t in complete]))
+class _Given(optuna.importance.BaseImportanceEvaluator):
+    """Importances computed already (`importances`, also logged as metrics): drawn as they are."""
+
+    def __init__(self, values: dict[str, float]) -> None:
+        self.values = values
+
+    def evaluate(self, study: optuna.Study, params: Any = None, *, target: Any = None) -> dict:
+        return dict(sorted(self.values.items(), key=lambda kv: kv[1], reverse=True))
 
 
-def _pareto_plot(study: optuna.Study, complete: list[Any], path: Path) -> Path:
-    names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
-    front = {t.number for t in study.best_trials}
-    groups = {"trials": [t for t in complete if t.number not in front]}
-    groups["Pareto front"] = [t for t in complete if t.number in front]
-    series = [
-        svg.Series(
-            label,
-            [t.values[0] for t in trials],
-            [t.values[1] for t in trials],
-            svg.PALETTE[3] if label == "Pareto front" else svg.PALETTE[0],
-            markers=True,
-        )
-        for label, trials in groups.items()
-    ]
-    panel = svg.Panel(title="Pareto front", xlabel=names[0], ylabel=names[1], series=series)
-    return svg.write(path, [panel], height=420)
+def _without_legend(ax: Any) -> Any:
+    """One legend entry per trial fills the picture past a dozen trials."""
+    legend = ax.get_legend()
+    if legend is not None and len(legend.get_texts()) > 12:
+        legend.remove()
+    return ax
+
+
+def _save(ax: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+    try:
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return path
 
 
 def importances(study: optuna.Study) -> dict[str, float]:
@@ -250,7 +215,7 @@ def importances(study: optuna.Study) -> dict[str, float]:
     if len(complete[0].params) == 1:  # one swept key explains all there is (fANOVA: ~1 s)
         return {next(iter(complete[0].params)): 1.0}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # fANOVA's and Optuna's experimental-feature warnings
         return optuna.importance.get_param_importances(
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
         )

@@ -1,8 +1,9 @@
-"""Small SVG charts written as text: the per-job learning curve and the sweep's analysis plots.
+"""Small SVG charts written as text: the per-job learning curve (and the benchmarks' plots).
 
 Writing the markup directly costs about a millisecond a chart; matplotlib cost ~0.1 s a chart
 plus ~0.3 s to import, paid by every job of a sweep (benchmarks/sweep_overhead.py). The MLflow
-UI shows `.svg` artifacts as images, and browsers open them directly.
+UI shows `.svg` artifacts as images, and browsers open them directly. The sweep's analysis,
+drawn once per sweep, uses Optuna's matplotlib plots instead (tracking.analysis).
 """
 
 from __future__ import annotations
@@ -30,14 +31,13 @@ class Series:
 
 @dataclass
 class Panel:
-    """One set of axes; `vlines` are (x, label) dashed markers; `bars` are (label, value)."""
+    """One set of axes; `vlines` are (x, label) dashed markers."""
 
     title: str = ""
     xlabel: str = ""
     ylabel: str = ""
     series: list[Series] = field(default_factory=list)
     vlines: list[tuple[float, str]] = field(default_factory=list)
-    bars: list[tuple[str, float]] = field(default_factory=list)
     integer_x: bool = False  # epochs, trial numbers: no ticks between whole numbers
 
 
@@ -86,9 +86,6 @@ def _panel(p: Panel, x0: float, y0: float, w: float, h: float) -> list[str]:
             f'<text x="{ax + aw / 2}" y="{y0 + 16}" text-anchor="middle" {FONT} '
             f'font-weight="bold">{escape(p.title)}</text>'
         )
-    if p.bars:
-        label_w = 7 * max(len(label) for label, _ in p.bars)
-        return out + _bars(p, x0 + label_w + 8, ay, w - label_w - 8 - right, ah)
     xs = _finite([x for s in p.series for x in s.xs] + [x for x, _ in p.vlines])
     ys = _finite([y for s in p.series for y in s.ys])
     (xlo, xhi), (ylo, yhi) = _range(xs), _range(ys)
@@ -153,87 +150,6 @@ def _panel(p: Panel, x0: float, y0: float, w: float, h: float) -> list[str]:
         )
         out.append(f'<text x="{ax + aw - width + 22}" y="{ly}" {FONT}>{escape(label)}</text>')
     return out
-
-
-def _bars(p: Panel, ax: float, ay: float, aw: float, ah: float) -> list[str]:
-    out = []
-    top = max((v for _, v in p.bars), default=1.0) or 1.0
-    step = ah / len(p.bars)
-    for i, (label, value) in enumerate(p.bars):
-        y = ay + i * step + step * 0.15
-        width = max(value, 0.0) / top * (aw - 60)
-        out.append(
-            f'<rect x="{ax}" y="{y:.2f}" width="{width:.2f}" height="{step * 0.7:.2f}" '
-            f'fill="{PALETTE[0]}"><title>{escape(label)}</title></rect>'
-        )
-        out.append(
-            f'<text x="{ax + width + 4:.2f}" y="{y + step * 0.4 + 4:.2f}" {FONT}>{value:.3f}</text>'
-        )
-        out.append(
-            f'<text x="{ax - 4}" y="{y + step * 0.4 + 4:.2f}" text-anchor="end" {FONT}>'
-            f"{escape(label)}</text>"
-        )
-    out.append(
-        f'<text x="{ax + aw / 2}" y="{ay + ah + 30}" text-anchor="middle" {FONT}>'
-        f"{escape(p.xlabel)}</text>"
-    )
-    return out
-
-
-def parallel(
-    path: Path,
-    columns: list[tuple[str, list[float], list[str] | None]],
-    objective: tuple[str, list[float]],
-    width: int = 900,
-    height: int = 400,
-) -> Path:
-    """Parallel coordinates: one vertical axis per column (values already numeric; `labels`
-    names the integer positions of a categorical column), the objective last, and one line per
-    trial coloured from blue (lowest objective) to red (highest)."""
-    name, values = objective
-    cols = [*columns, (name, values, None)]
-    left, right, top, bottom = 70, 70, 44, 20  # labels staggered on two rows
-    gap = (width - left - right) / max(len(cols) - 1, 1)
-    ah = height - top - bottom
-    lo, hi = _range(_finite(values))
-    out, scaled = [], []
-    for i, (col, vals, labels) in enumerate(cols):
-        x = left + i * gap
-        clo, chi = _range(_finite(vals))
-
-        def at(v: float, clo: float = clo, chi: float = chi) -> float:
-            return top + ah - (v - clo) / (chi - clo) * ah
-
-        scaled.append([at(v) for v in vals])
-        out.append(f'<line x1="{x}" y1="{top}" x2="{x}" y2="{top + ah}" stroke="#444"/>')
-        out.append(
-            f'<text x="{x}" y="{top - 10 - 13 * (i % 2)}" text-anchor="middle" {FONT}>'
-            f"{escape(col)}</text>"
-        )
-        marks = (
-            [(float(j), lab) for j, lab in enumerate(labels)]
-            if labels
-            else [(t, _fmt(t)) for t in ticks(clo, chi, 5)]
-        )
-        for v, lab in marks:
-            out.append(
-                f'<text x="{x - 4}" y="{at(v) + 4:.2f}" text-anchor="end" {FONT}>'
-                f"{escape(lab)}</text>"
-            )
-    shown = [k for k in range(len(values)) if all(math.isfinite(c[k]) for c in scaled)]
-    for k in sorted(shown, key=lambda k: values[k]):  # the highest drawn last, on top
-        t = (values[k] - lo) / (hi - lo)
-        red, green, blue = (
-            round(40 + 200 * t),
-            round(90 + 40 * (1 - abs(2 * t - 1))),
-            round(240 - 200 * t),
-        )
-        color = f"rgb({red},{green},{blue})"
-        coords = " ".join(f"{left + i * gap:.2f},{col[k]:.2f}" for i, col in enumerate(scaled))
-        out.append(
-            f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-opacity="0.7"/>'
-        )
-    return _save(path, out, width, height)
 
 
 def write(path: Path, panels: list[Panel], width: int = 900, height: int = 350) -> Path:
