@@ -84,7 +84,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-c",
-                "from hypersweep.tracking import prepare_store;"
+                "from hypersweep.tracking.store import prepare_store;"
                 f"prepare_store('sqlite:///{cwd}/mlruns/mlflow.db')",
             ],
             check=True,

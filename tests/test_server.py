@@ -161,7 +161,7 @@ def test_optuna_sweep_through_a_tracking_server(tmp_path, mlflow_server):
 def test_commands_started_together_on_a_fresh_store_all_get_it_and_one_experiment(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     code = (
-        "import sys; from hypersweep.tracking import prepare_store, experiment_id; "
+        "import sys; from hypersweep.tracking.store import prepare_store, experiment_id; "
         "prepare_store(sys.argv[1]); print(experiment_id(sys.argv[1], 'together', None))"
     )
     procs = [
