@@ -1,7 +1,7 @@
 """Cross-validation folds trained stacked (`trainer.stack_folds=true`, the default) against one
 after another (`trainer.stack_folds=false`), in one process, on the same folds, config and
 initial weights: milliseconds per epoch of all k folds (training and validation), as the job
-builds the members (`hypersweep.job._members`) and `fit_members` trains them. Median of
+builds the members (`hypersweep.build.members`) and `fit_members` trains them. Median of
 interleaved rounds.
 
     python benchmarks/cv_stack.py [--repeats 5] [--epochs 10] [--device cpu]
@@ -19,10 +19,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from hypersweep.build import members as build_members
 from hypersweep.core.data import load_folds
 from hypersweep.core.fit import EarlyStopping, StackedMembers, fit_members
 from hypersweep.hydra_compat import initialize_kwargs
-from hypersweep.job import _members
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CASES = {
@@ -38,7 +38,7 @@ def epoch_ms(cfg, device: torch.device, epochs: int, stack: bool) -> tuple[float
     with open_dict(cfg):
         cfg.trainer.stack_folds = stack
     folds = [f.to(device) for f in load_folds(cfg.data)]
-    members = _members(cfg, folds, None)
+    members = build_members(cfg, folds, None)
     stacked = isinstance(members[0], StackedMembers)
     if device.type == "cuda":
         torch.cuda.synchronize()

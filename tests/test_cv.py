@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from hypersweep.build import member as job_member
 from hypersweep.core.data import load, load_folds
 from hypersweep.core.fit import EarlyStopping, fit, fit_members, refit
-from hypersweep.job import _member as job_member
 from hypersweep.tracking.runs import load_run_checkpoint
 
 from conftest import TINY, compose_cfg, hypersweep, train

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from hypersweep.build import members as build_members
 from hypersweep.core import data as data_module
 from hypersweep.core.fit import Interrupted, fit_members
-from hypersweep.job import _members
 
 from conftest import TINY, compose_cfg, fit_options, kill_train_when, train
 
@@ -26,7 +26,7 @@ def _fit(cfg, **kw):
         datasets = data_module.load_folds(cfg.data)
     else:
         datasets = [data_module.load(cfg.data)]
-    members = _members(cfg, datasets, None)
+    members = build_members(cfg, datasets, None)
     result = fit_members(members, **fit_options(cfg), **kw)
     return members, result
 

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from hypersweep import trust
+from hypersweep.build import member as job_member
 from hypersweep.core.data import load_folds
 from hypersweep.core.fit import EarlyStopping, StackedMembers, evaluate, fit, fit_members
 from hypersweep.core.models import CNN, MLP
 from hypersweep.core.optim import build_optimizer
 from hypersweep.core.stacking import Stacked
-from hypersweep.job import _member as job_member
 
 from conftest import TINY, compose_cfg
 

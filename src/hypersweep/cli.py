@@ -71,9 +71,9 @@ def reproduce(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
     from hypersweep import trust
+    from hypersweep.context import REPRODUCED_FROM_ENV
     from hypersweep.errors import SelectionError
     from hypersweep.hydra_compat import main_kwargs
-    from hypersweep.job import REPRODUCED_FROM_ENV
     from hypersweep.job import main as run_job
 
     client = _client(args.tracking_uri)

@@ -1,5 +1,14 @@
-"""One job: validate, build, fit, log, return the objective. The only module that knows Hydra,
-MLflow and Optuna at once."""
+"""One job, as a recipe of named phases: set up, fit, the refit policy, record. The only module
+that knows Hydra, MLflow and Optuna at once; what it learns from outside its config comes in one
+`context.JobContext`, read at its start.
+
+    job = Job(cfg, JobContext.of(cfg))   # set up: device, data, members, the run's name and tags
+    with job.mlflow_run():                # created, or a preempted run reopened
+        result = job.fit()                # the epochs: early stopping, pruning, preemption
+        kept = job.refit_policy(result)   # cross-validation: refit on train+val, or not
+        job.record(result, kept)          # summary, config, checkpoint, learning curve
+    return job.finish(result, kept)       # the trial's outcome, the objective
+"""
 
 from __future__ import annotations
 
@@ -9,7 +18,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import signal
 import statistics
 import threading
@@ -19,47 +27,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from hypersweep import trust
+from hypersweep import build
 from hypersweep.config import ConfigError, metric_mode, objective_metric, validate
+from hypersweep.context import JobContext
 from hypersweep.core import data as data_module
 from hypersweep.core import preemption
 from hypersweep.core.checkpoint import load_checkpoint, save_checkpoint, save_resume_state
-from hypersweep.core.data import Splits
 from hypersweep.core.fit import (
     EarlyStopping,
     FitResult,
     Interrupted,
-    Member,
-    Scheduler,
     StackedMembers,
     fit_members,
     refit,
 )
-from hypersweep.core.optim import build_optimizer
-from hypersweep.core.stacking import ELEMENTWISE_OPTIMIZERS, Stacked, stackable
 from hypersweep.errors import exit_with
 from hypersweep.progress import Progress
-from hypersweep.tracking import callback, ranking, runs, store
+from hypersweep.tracking import ranking, runs, store
 
 log = logging.getLogger("hypersweep")
-# Set by `hypersweep reproduce`: the run a job reproduces (its tag `reproduced_from`).
-REPRODUCED_FROM_ENV = "HYPERSWEEP_REPRODUCED_FROM"
-
-
-def select_device(requested: str) -> torch.device:
-    """`auto` picks CUDA, else MPS, else CPU; an explicit device that is absent is an error."""
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if requested == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if (requested == "cuda" and not cuda) or (requested == "mps" and not mps):
-        raise ConfigError(
-            f"trainer.device={requested!r} is not available on this machine: "
-            f"expected auto or cpu{', cuda' if cuda else ''}{', mps' if mps else ''}"
-        )
-    return torch.device(requested)
 
 
 class TimedOut(Exception):
@@ -77,6 +65,325 @@ def main(cfg: DictConfig) -> float:
         return run(cfg)
     except ConfigError as e:
         raise exit_with(e) from None
+
+
+def run(cfg: DictConfig) -> float:
+    preemption.raise_if_requested("before the job started: nothing to save")
+    validate(cfg)
+    job = Job(cfg, JobContext.of(cfg))
+    with job.mlflow_run():
+        result = job.fit()
+        kept = job.refit_policy(result)
+        job.record(result, kept)
+    return job.finish(result, kept)
+
+
+@dataclasses.dataclass
+class Kept:
+    """What the run keeps: the weights of its checkpoint (None: none, e.g. a pruned
+    cross-validation), its summary metrics and its outcome tags."""
+
+    state: dict[str, torch.Tensor] | None
+    summary: dict[str, float]
+    tags: dict[str, str]
+
+
+class Job:
+    def __init__(self, cfg: DictConfig, ctx: JobContext) -> None:
+        """Set up: everything checked, loaded and built before the run is created."""
+        self.cfg, self.ctx = cfg, ctx
+        self.device = build.device(cfg)
+        if cfg.trainer.num_threads:
+            torch.set_num_threads(cfg.trainer.num_threads)
+        self.uri = cfg.tracking.uri
+        if not ctx.multirun:  # a sweep checked its store as it started
+            store.check_store(self.uri, cfg.tracking.artifact_root)
+        self.cv_folds = cfg.data.get("cv_folds")
+        if self.cv_folds:
+            datasets = [fold.to(self.device) for fold in data_module.load_folds(cfg.data)]
+        else:
+            datasets = [data_module.load(cfg.data).to(self.device)]
+        self.resolved = OmegaConf.to_container(cfg, resolve=True)
+        self.resume_path, self.saved = _preempted_state(cfg, self.resolved)
+        self.warm = None
+        if cfg.get("resume_from") and self.saved is None:
+            self.warm = _warm_state(self.uri, str(cfg.resume_from))
+        self.members = build.members(cfg, datasets, self.warm)
+        es = cfg.trainer.early_stopping
+        self.monitor = es.monitor
+        self.stopper = EarlyStopping(es.resolved_mode, es.patience, es.min_delta)
+        self.objective = objective_metric(es.monitor)  # what the sweep scores and prunes on
+        self.reporter = _trial_reporter(ctx, self.objective)
+        self.run_name = (
+            f"trial-{self.reporter.trial.number}"
+            if self.reporter is not None
+            else ",".join(o for o in ctx.overrides if not o.startswith("hydra.")) or "defaults"
+        )
+        self.limit = TimeLimit(cfg.trainer.get("time_limit_s"))
+        self.train = {
+            "batch_size": cfg.trainer.batch_size,
+            "l1": cfg.regularization.l1,
+            "seed": cfg.trainer.seed,
+            "precision": cfg.trainer.precision,
+        }
+        self.job_run: runs.JobRun | None = None
+
+    # -- the MLflow run -------------------------------------------------------------------
+
+    def _experiment_id(self) -> str:
+        if self.ctx.sweep is not None:
+            return self.ctx.sweep["experiment_id"]
+        store.prepare_store(self.uri)
+        store.close_orphaned_runs(self.uri)
+        return store.experiment_id(self.uri, self.ctx.experiment, self.cfg.tracking.artifact_root)
+
+    def _tags(self) -> dict[str, str]:
+        ctx = self.ctx
+        tags = {
+            "overrides": " ".join(ctx.overrides),
+            "output_dir": str(ctx.output_dir),
+            "job_num": str(ctx.job_num),
+            "device": str(self.device),
+            **runs.run_tags_static(),
+        }
+        if ctx.sweep_dir is not None:
+            tags["sweep_dir"] = str(ctx.sweep_dir)
+        if ctx.sweep is not None:
+            tags[store.PARENT_TAG] = ctx.sweep["parent_run_id"]
+        if self.reporter is not None:
+            tags.update(self.reporter.tags)
+        if self.cfg.get("resume_from") and self.saved is None:
+            tags["resumed_from"] = str(self.cfg.resume_from)
+        if ctx.reproduced_from:
+            tags["reproduced_from"] = ctx.reproduced_from
+        return tags
+
+    def _params(self) -> dict[str, str]:
+        params = runs.flatten(self.resolved)
+        # Params show what the run used: no β for plain SGD. A reproduction's config is resolved
+        # (no interpolation left): it logs the knobs its source logged.
+        source = self.ctx.reproduced_from
+        source_params = store.run_params(self.uri, source) if source else None
+        unused = (
+            [k for k in KNOBS if k not in source_params]
+            if source_params is not None
+            else _unused_knobs(self.cfg)
+        )
+        for knob in unused:
+            params.pop(knob, None)
+        # Which option of each group the job used (`choice.optimizer=adam`): the column to compare.
+        params.update(
+            {
+                f"choice.{group}": option
+                for group, option in self.ctx.choices.items()
+                if not group.startswith("hydra/") and (group, option) != NO_SEARCH_PRESET
+            }
+        )
+        if self.reporter is not None:
+            params.update(self.reporter.params())
+        if source_params is not None:  # a reproduction has no groups: keep the source's
+            params.update({k: v for k, v in source_params.items() if k.startswith("choice.")})
+        return params
+
+    @contextlib.contextmanager
+    def mlflow_run(self) -> Iterator[runs.JobRun]:
+        """The job's MLflow run, created with its params and tags (or the preempted run this
+        job continues, reopened); always terminated (`runs.JobRun`)."""
+        exp_id = self._experiment_id()
+        tags, params = self._tags(), self._params()
+        if self.reporter is not None:
+            self.reporter.attach_tracking(self.uri)
+        continued = self.saved["run_id"] if self.saved else None
+        with runs.JobRun(self.uri, exp_id, self.run_name, tags, params, continued) as job_run:
+            self.job_run = job_run
+            if self.saved is not None:
+                log.info(
+                    "%s: continuing run %s from epoch %d, as it was preempted (%s)",
+                    self.run_name,
+                    continued,
+                    self.saved["epoch"],
+                    self.resume_path,
+                )
+                if self.reporter is not None:  # the pruner sees the whole curve
+                    self.reporter.replay(self.saved["history"])
+            yield job_run
+            if self.saved is not None:
+                job_run.continued()
+
+    # -- fit --------------------------------------------------------------------------------
+
+    def fit(self) -> FitResult:
+        """The epochs, each logged and reported to the trial; stopped by early stopping, the
+        pruner, divergence, the time limit, or a signal (the state saved: `_preempted`)."""
+        assert self.job_run is not None
+        job_run, reporter, saved = self.job_run, self.reporter, self.saved
+        progress = Progress(self.cfg.trainer.max_epochs, self.monitor, leave=not self.ctx.multirun)
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> str | None:
+            with self.limit.paused():
+                job_run.log_epoch(epoch, metrics)
+                progress.update(epoch, metrics)
+                return reporter.report(epoch, metrics) if reporter is not None else None
+
+        try:
+            if saved is not None and saved["phase"] == "refit":
+                return FitResult(**saved["state"]["result"])
+            with self.limit.running():
+                return fit_members(
+                    self.members,
+                    max_epochs=self.cfg.trainer.max_epochs,
+                    stopper=self.stopper,
+                    monitor=self.monitor,
+                    on_epoch=on_epoch,
+                    interrupted=preemption.requested,
+                    resume=saved["state"] if saved is not None else None,
+                    **self.train,
+                )
+        except Interrupted as stop:
+            raise self._preempted("fit", stop.state, stop.epoch) from None
+        finally:
+            progress.close()
+
+    def _preempted(self, phase: str, state: dict[str, Any], epoch: int) -> preemption.Preempted:
+        """Save the state a signal stopped, for the same command to continue."""
+        assert self.job_run is not None
+        payload = {"run_id": self.job_run.run_id, "config": self.resolved, "phase": phase}
+        payload.update(epoch=epoch, history=result_history(phase, state), state=state)
+        save_resume_state(self.resume_path, payload)
+        if self.saved is not None and self.saved["source"] != str(self.resume_path):
+            Path(self.saved["source"]).unlink(missing_ok=True)  # superseded
+        self.job_run.mark_preempted(self.resume_path, epoch)
+        if self.reporter is not None:
+            self.reporter.preempted()
+        return preemption.stop(
+            f"{self.run_name} stopped in epoch {epoch}; run {self.job_run.run_id} is KILLED and "
+            f"its state saved: the same command continues it ({self.resume_path})"
+        )
+
+    # -- the refit policy -------------------------------------------------------------------
+
+    def refit_policy(self, result: FitResult) -> Kept:
+        """Without cross-validation the run keeps its best weights. With it, the folds' models
+        are not the run's: a run that can still be selected refits a fresh model on all of
+        train+val and keeps that; a pruned one, or (trainer.refit=best) one that a finished run
+        of its sweep already outranks, keeps none."""
+        best_state = result.best_state if result.best_metrics else None
+        summary = _summary(result, build.models(self.members)[0])
+        tags = {"status_reason": result.status_reason}
+        if not self.cv_folds:
+            return Kept(best_state, summary, tags)
+        tags["cv_stacked"] = str(isinstance(self.members[0], StackedMembers)).lower()
+        summary.update(_fold_spread(result))
+        if best_state is None or result.status_reason == "pruned":
+            return Kept(None, summary, tags)
+        if (rival := self._outranked_by(summary)) is not None:
+            tags.update({"refit": "skipped", "refit_outranked_by": rival})
+            return Kept(None, summary, tags)
+        try:
+            with self.limit.running():
+                best_state, refit_summary = self._refit(result)
+        except Interrupted:  # the refit starts again; the folds' work is kept
+            state = {"result": dataclasses.asdict(result)}
+            raise self._preempted("refit", state, result.epochs_run) from None
+        summary.update(refit_summary)
+        tags["refit"] = "done" if best_state is not None else "diverged"
+        return Kept(best_state, summary, tags)
+
+    def _refit(self, result: FitResult) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
+        """Train a fresh model on all of train+val for the best epoch count, with the learning
+        rates the folds used epoch by epoch. Returns its weights (None if it diverged) and the
+        refit's metrics."""
+        assert self.job_run is not None
+        data = data_module.load(self.cfg.data).to(self.device)
+        member = build.member(self.cfg, data, self.warm)
+        lrs = [h["lr"] for h in result.history[: result.best_epoch]]
+        started = time.perf_counter()
+        losses = refit(
+            member,
+            lrs,
+            on_epoch=lambda e, m: _paused(self.limit, self.job_run.log_epoch, e, m),
+            interrupted=preemption.requested,
+            **self.train,
+        )
+        # The last refit_train_loss is the per-epoch series' own.
+        summary = {"refit_epochs": len(losses), "refit_seconds": time.perf_counter() - started}
+        if not math.isfinite(losses[-1]):
+            log.warning("refit on train+val diverged at epoch %d: no checkpoint", len(losses))
+            return None, summary
+        return member.model.state_dict(), summary  # the refit model trains no further
+
+    def _outranked_by(self, summary: dict[str, float]) -> str | None:
+        """Under `trainer.refit=best`, in a sweep: the id of a finished run of the sweep, with a
+        model, that ranks above this cross-validation as `hypersweep best` ranks. This run can
+        then never be the one selected, and its refit would be wasted. None: refit."""
+        sweep = self.ctx.sweep
+        if self.cfg.trainer.get("refit", "best") != "best" or sweep is None:
+            return None
+        return ranking.outranking_run(
+            self.uri,
+            sweep["experiment_id"],
+            sweep["parent_run_id"],
+            summary,
+            f"best_{self.objective}",
+            metric_mode(self.objective),
+        )
+
+    # -- record and finish ----------------------------------------------------------------
+
+    def record(self, result: FitResult, kept: Kept) -> None:
+        """Summary metrics and tags, `config.yaml`, `overrides.yaml`, the checkpoint and the
+        learning curve: in the output dir and on the run."""
+        from hypersweep.tracking.plots import learning_curve
+
+        assert self.job_run is not None
+        job_run, out_dir = self.job_run, self.ctx.output_dir
+        job_run.log_summary(kept.summary, kept.tags)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.resolved))
+        (out_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(self.ctx.overrides))
+        job_run.log_artifact(out_dir / "config.yaml")
+        job_run.log_artifact(out_dir / "overrides.yaml")
+        # None: diverged in its first epoch, or a cross-validation that was pruned or whose
+        # refit diverged or was skipped.
+        if kept.state is not None:
+            ckpt = save_checkpoint(
+                out_dir / "checkpoints" / "best.pt",
+                kept.state,
+                self.resolved,
+                result.best_epoch,
+                result.best_metrics,
+            )
+            job_run.log_artifact(ckpt, "checkpoints")
+        if self.cfg.tracking.get("learning_curve", True):
+            curve = learning_curve(
+                result.history, self.monitor, result.best_epoch, out_dir / "plots"
+            )
+            job_run.log_artifact(curve, "plots")
+
+    def finish(self, result: FitResult, kept: Kept) -> float:
+        """After the run ended: no resume state left, the outcome on the trial; the objective
+        at the epoch early stopping kept (the monitored value itself, unless the monitor is
+        train_loss; NaN when no epoch was finite)."""
+        assert self.job_run is not None
+        if self.saved is not None:  # done: nothing left to continue
+            self.resume_path.unlink(missing_ok=True)
+            Path(self.saved["source"]).unlink(missing_ok=True)
+        if self.reporter is not None:
+            self.reporter.finish(result.status_reason, kept.summary)
+        objective = result.best_metrics.get(self.objective, math.nan)
+        log.info(
+            "%s: %s=%s (best epoch %d of %d, %s%s%s) run %s",
+            self.run_name,
+            self.objective,
+            _fmt(objective),
+            result.best_epoch,
+            result.epochs_run,
+            result.status_reason,
+            f", mean of {self.cv_folds} folds" if self.cv_folds else "",
+            ", outranked: no refit" if kept.tags.get("refit") == "skipped" else "",
+            self.job_run.run_id,
+        )
+        return objective
 
 
 class TimeLimit:
@@ -123,318 +430,6 @@ class TimeLimit:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
 
 
-def run(cfg: DictConfig) -> float:
-    preemption.raise_if_requested("before the job started: nothing to save")
-    validate(cfg)
-    device = select_device(cfg.trainer.device)
-    if cfg.trainer.precision == "fp16" and device.type != "cuda":
-        raise ConfigError(
-            f"trainer.precision='fp16' needs CUDA, but the device is {device.type}: "
-            "expected fp32 or bf16"
-        )
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(cfg.trainer.num_threads)
-    hydra_cfg = HydraConfig.get()
-    if not _multirun(hydra_cfg):  # a sweep checked its store as it started
-        store.check_store(cfg.tracking.uri, cfg.tracking.artifact_root)
-    out_dir = Path(hydra_cfg.runtime.output_dir)
-
-    cv_folds = cfg.data.get("cv_folds")
-    if cv_folds:
-        datasets = [fold.to(device) for fold in data_module.load_folds(cfg.data)]
-    else:
-        datasets = [data_module.load(cfg.data).to(device)]
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    uri = cfg.tracking.uri
-    resume_path, saved = _preempted_state(cfg, resolved)
-    warm = None
-    if cfg.get("resume_from") and saved is None:
-        warm = _warm_state(uri, str(cfg.resume_from))
-    members = _members(cfg, datasets, warm)
-    es = cfg.trainer.early_stopping
-    stopper = EarlyStopping(es.resolved_mode, es.patience, es.min_delta)
-
-    overrides = list(hydra_cfg.overrides.task)
-    sweep = callback.read_sweep_file(hydra_cfg.sweep.dir) if _multirun(hydra_cfg) else None
-    if sweep is None:
-        store.prepare_store(uri)
-        store.close_orphaned_runs(uri)
-        exp_id = store.experiment_id(uri, callback.experiment_name(cfg), cfg.tracking.artifact_root)
-    else:
-        exp_id = sweep["experiment_id"]
-    objective_name = objective_metric(es.monitor)  # what the sweep scores and prunes on
-    reporter = _trial_reporter(objective_name)
-    tags = {
-        "overrides": " ".join(overrides),
-        "output_dir": str(out_dir),
-        "job_num": str(hydra_cfg.job.get("num", 0)),
-        "device": str(device),
-        **runs.run_tags_static(),
-    }
-    if _multirun(hydra_cfg):
-        tags["sweep_dir"] = str(Path(hydra_cfg.sweep.dir).resolve())
-    if sweep is not None:
-        tags[store.PARENT_TAG] = sweep["parent_run_id"]
-    if reporter is not None:
-        tags.update(reporter.tags)
-    if cfg.get("resume_from") and saved is None:
-        tags["resumed_from"] = str(cfg.resume_from)
-    reproduced_from = os.environ.get(REPRODUCED_FROM_ENV)
-    if reproduced_from:
-        tags["reproduced_from"] = reproduced_from
-    if reporter is not None:
-        run_name = f"trial-{reporter.trial.number}"
-    else:
-        run_name = ",".join(o for o in overrides if not o.startswith("hydra.")) or "defaults"
-
-    progress = Progress(cfg.trainer.max_epochs, es.monitor, leave=not _multirun(hydra_cfg))
-    limit = TimeLimit(cfg.trainer.get("time_limit_s"))
-    params = runs.flatten(resolved)
-    # Params show what the run used: no β for plain SGD. A reproduction's config is resolved
-    # (no interpolation left): it logs the knobs its source logged.
-    source = store.run_params(uri, reproduced_from) if reproduced_from else None
-    unused = [k for k in KNOBS if k not in source] if source is not None else _unused_knobs(cfg)
-    for knob in unused:
-        params.pop(knob, None)
-    # Which option of each group the job used (`choice.optimizer=adam`): the column to compare.
-    params.update(
-        {
-            f"choice.{group}": str(option)
-            for group, option in hydra_cfg.runtime.choices.items()
-            if not group.startswith("hydra/") and option and (group, option) != NO_SEARCH_PRESET
-        }
-    )
-    if reporter is not None:
-        params.update(reporter.params())
-    if source is not None:  # a reproduction has no groups: keep the source's
-        params.update({k: v for k, v in source.items() if k.startswith("choice.")})
-    if reporter is not None:
-        reporter.attach_tracking(uri)
-    continued = saved["run_id"] if saved else None
-    with runs.JobRun(uri, exp_id, run_name, tags, params, continued) as job_run:
-        if saved is not None:
-            log.info(
-                "%s: continuing run %s from epoch %d, as it was preempted (%s)",
-                run_name,
-                continued,
-                saved["epoch"],
-                resume_path,
-            )
-            if reporter is not None:  # the pruner sees the whole curve
-                reporter.replay(saved["history"])
-
-        def preempted(phase: str, state: dict[str, Any], epoch: int) -> preemption.Preempted:
-            payload = {"run_id": job_run.run_id, "config": resolved, "phase": phase}
-            payload.update(epoch=epoch, history=result_history(phase, state), state=state)
-            save_resume_state(resume_path, payload)
-            if saved is not None and saved["source"] != str(resume_path):
-                Path(saved["source"]).unlink(missing_ok=True)  # superseded
-            job_run.mark_preempted(resume_path, epoch)
-            if reporter is not None:
-                reporter.preempted()
-            return preemption.stop(
-                f"{run_name} stopped in epoch {epoch}; run {job_run.run_id} is KILLED and its "
-                f"state saved: the same command continues it ({resume_path})"
-            )
-
-        def on_epoch(epoch: int, metrics: dict[str, float]) -> str | None:
-            with limit.paused():
-                job_run.log_epoch(epoch, metrics)
-                progress.update(epoch, metrics)
-                return reporter.report(epoch, metrics) if reporter is not None else None
-
-        train = {
-            "batch_size": cfg.trainer.batch_size,
-            "l1": cfg.regularization.l1,
-            "seed": cfg.trainer.seed,
-            "precision": cfg.trainer.precision,
-        }
-        try:
-            if saved is not None and saved["phase"] == "refit":
-                result = FitResult(**saved["state"]["result"])
-            else:
-                with limit.running():
-                    result = fit_members(
-                        members,
-                        max_epochs=cfg.trainer.max_epochs,
-                        stopper=stopper,
-                        monitor=es.monitor,
-                        on_epoch=on_epoch,
-                        interrupted=preemption.requested,
-                        resume=saved["state"] if saved is not None else None,
-                        **train,
-                    )
-        except Interrupted as stop:
-            raise preempted("fit", stop.state, stop.epoch) from None
-        finally:
-            progress.close()
-        best_state = result.best_state if result.best_metrics else None
-        summary = _summary(result, _models(members)[0])
-        status = {"status_reason": result.status_reason}
-        if cv_folds:
-            status["cv_stacked"] = str(isinstance(members[0], StackedMembers)).lower()
-            summary.update(_fold_spread(result))
-            # A pruned trial is never selected: no refit, no checkpoint; nor, under
-            # trainer.refit=best, one that a finished run of its sweep already outranks.
-            if best_state is None or result.status_reason == "pruned":
-                best_state = None
-            elif (rival := _outranked_by(cfg, sweep, summary)) is not None:
-                best_state = None
-                status.update({"refit": "skipped", "refit_outranked_by": rival})
-            else:
-                try:
-                    with limit.running():
-                        best_state, refit_summary = _refit(
-                            cfg, result, device, warm, job_run, train, limit
-                        )
-                except Interrupted:  # the refit starts again; the folds' work is kept
-                    state = {"result": dataclasses.asdict(result)}
-                    raise preempted("refit", state, result.epochs_run) from None
-                summary.update(refit_summary)
-                status["refit"] = "done" if best_state is not None else "diverged"
-        _log_outcome(
-            job_run,
-            result,
-            best_state,
-            summary,
-            status,
-            resolved,
-            overrides,
-            out_dir,
-            es.monitor,
-            cfg.tracking.get("learning_curve", True),
-        )
-        if saved is not None:
-            job_run.continued()
-    if saved is not None:  # done: nothing left to continue
-        resume_path.unlink(missing_ok=True)
-        Path(saved["source"]).unlink(missing_ok=True)
-    if reporter is not None:
-        reporter.finish(result.status_reason, summary)
-
-    # The objective at the epoch early stopping kept: the monitored value itself, unless the
-    # monitor is train_loss. NaN when no epoch was finite.
-    objective = result.best_metrics.get(objective_name, math.nan)
-    log.info(
-        "%s: %s=%s (best epoch %d of %d, %s%s%s) run %s",
-        run_name,
-        objective_name,
-        _fmt(objective),
-        result.best_epoch,
-        result.epochs_run,
-        result.status_reason,
-        f", mean of {cv_folds} folds" if cv_folds else "",
-        ", outranked: no refit" if status.get("refit") == "skipped" else "",
-        job_run.run_id,
-    )
-    return objective
-
-
-def _model(cfg: DictConfig, data: Splits, warm: dict | None) -> torch.nn.Module:
-    """A freshly initialized model (the training seed: every fold starts from the same weights,
-    or from the warm-start checkpoint's)."""
-    torch.manual_seed(cfg.trainer.seed)
-    model = trust.instantiate(
-        cfg.model, _trusted(cfg), input_shape=data.input_shape, output_size=data.output_size
-    )
-    model = model.to(data.x_train.device)
-    if warm is not None:
-        _warm_start(model, warm, str(cfg.resume_from))
-    return model
-
-
-def _optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Scheduler]:
-    trusted = _trusted(cfg)
-    optimizer = build_optimizer(
-        trust.instantiate(cfg.optimizer, trusted), model, cfg.regularization.l2
-    )
-    return optimizer, trust.instantiate(cfg.scheduler, trusted)(optimizer)
-
-
-def _trusted(cfg: DictConfig) -> tuple[str, ...]:
-    return trust.patterns(trust.user_modules(cfg))
-
-
-def _member(cfg: DictConfig, data: Splits, warm: dict | None) -> Member:
-    """A fresh model with its optimizer and scheduler."""
-    model = _model(cfg, data, warm)
-    return Member(model, *_optimizer(cfg, model), data)
-
-
-def _members(
-    cfg: DictConfig, datasets: list[Splits], warm: dict | None
-) -> list[Member] | list[StackedMembers]:
-    """One member per dataset (fold). With `trainer.stack_folds` the folds train as one stacked
-    model where that is exact (see `hypersweep.core.stacking`): not for recurrent models, fp16 (one
-    loss scale would couple the folds) or an optimizer that is not elementwise; those train
-    one after another."""
-    models = [_model(cfg, data, warm) for data in datasets]
-    if cfg.trainer.get("stack_folds", True) and cfg.trainer.precision != "fp16":
-        if stackable(models):
-            stacked = Stacked(models)
-            optimizer, scheduler = _optimizer(cfg, stacked)
-            if isinstance(optimizer, ELEMENTWISE_OPTIMIZERS):
-                return [StackedMembers(stacked, optimizer, scheduler, datasets, models)]
-    return [
-        Member(model, *_optimizer(cfg, model), data)
-        for model, data in zip(models, datasets, strict=True)
-    ]
-
-
-def _models(members: list[Member] | list[StackedMembers]) -> list[torch.nn.Module]:
-    """The trained models, one per dataset."""
-    return [m for member in members for m in getattr(member, "models", [member.model])]
-
-
-def _refit(
-    cfg: DictConfig,
-    result: FitResult,
-    device: torch.device,
-    warm: dict | None,
-    job_run: runs.JobRun,
-    train: dict,
-    limit: TimeLimit,
-) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
-    """After a cross-validation: train a fresh model on all of train+val for the best epoch
-    count, with the learning rates the folds used epoch by epoch. Its weights are the run's
-    checkpoint; returns them (None if the refit diverged) and the refit's metrics."""
-    member = _member(cfg, data_module.load(cfg.data).to(device), warm)
-    lrs = [h["lr"] for h in result.history[: result.best_epoch]]
-    started = time.perf_counter()
-    losses = refit(
-        member,
-        lrs,
-        on_epoch=lambda e, m: _paused(limit, job_run.log_epoch, e, m),
-        interrupted=preemption.requested,
-        **train,
-    )
-    # The last refit_train_loss is the per-epoch series' own.
-    summary = {"refit_epochs": len(losses), "refit_seconds": time.perf_counter() - started}
-    if not math.isfinite(losses[-1]):
-        log.warning("refit on train+val diverged at epoch %d: no checkpoint", len(losses))
-        return None, summary
-    return member.model.state_dict(), summary  # the refit model trains no further
-
-
-def _outranked_by(
-    cfg: DictConfig, sweep: dict[str, str] | None, summary: dict[str, float]
-) -> str | None:
-    """Under `trainer.refit=best`, in a sweep: the id of a finished run of the sweep, with a
-    model, that ranks above this cross-validation as `hypersweep best` ranks. This run can then
-    never be the one selected, and its refit would be wasted. None: refit."""
-    if cfg.trainer.get("refit", "best") != "best" or sweep is None:
-        return None
-    metric = objective_metric(cfg.trainer.early_stopping.monitor)
-    return ranking.outranking_run(
-        cfg.tracking.uri,
-        sweep["experiment_id"],
-        sweep["parent_run_id"],
-        summary,
-        f"best_{metric}",
-        metric_mode(metric),
-    )
-
-
 def _fold_spread(result: FitResult) -> dict[str, float]:
     """Standard deviation across the folds of each validation metric at the best epoch."""
     folds = result.member_metrics
@@ -447,16 +442,15 @@ def _paused(limit: TimeLimit, log: Any, *args: Any) -> None:
         log(*args)
 
 
-def _trial_reporter(monitor: str) -> Any:
+def _trial_reporter(ctx: JobContext, monitor: str) -> Any:
     """The reporter of the Optuna trial this job runs, or None outside a `hypersweep` sweep
     (hypersweep.search.pruning imports Optuna: a job that is no trial does not)."""
-    from hypersweep.search.study import TRIAL_ENV
-
-    if not os.environ.get(TRIAL_ENV):
+    if ctx.trial is None:
         return None
     from hypersweep.search.pruning import trial_reporter
 
-    return trial_reporter(monitor)
+    t = ctx.trial
+    return trial_reporter(t.trial_id, t.study_name, t.storage, monitor)
 
 
 def result_history(phase: str, state: dict[str, Any]) -> list[dict[str, float]]:
@@ -520,17 +514,6 @@ def _warm_state(uri: str, run_id: str) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def _warm_start(model: torch.nn.Module, state: dict, run_id: str) -> None:
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split())[:300]
-        raise ConfigError(
-            f"resume_from={run_id!r}: its checkpoint does not fit this model: expected the same "
-            f"model and data as that run ({detail})"
-        ) from None
-
-
 # Top-level values that exist to be interpolated into the groups (`lr=0.1` whatever the
 # optimizer).
 KNOBS = ("lr", "momentum")
@@ -545,10 +528,6 @@ def _unused_knobs(cfg: DictConfig) -> list[str]:
 
 # The search group's default: no preset, `-m key=a,b,c` grids (conf/search/cli_grid.yaml).
 NO_SEARCH_PRESET = ("search", "cli_grid")
-
-
-def _multirun(hydra_cfg: DictConfig) -> bool:
-    return str(hydra_cfg.mode) == "RunMode.MULTIRUN"
 
 
 def _fmt(value: float) -> str:
@@ -569,40 +548,3 @@ def _summary(result: FitResult, model: torch.nn.Module) -> dict[str, float]:
         }
     )
     return summary
-
-
-def _log_outcome(
-    job_run: runs.JobRun,
-    result: FitResult,
-    best_state: dict[str, torch.Tensor] | None,
-    summary: dict[str, float],
-    tags: dict[str, str],
-    resolved: dict,
-    overrides: list[str],
-    out_dir: Path,
-    monitor: str,
-    plot: bool,
-) -> None:
-    from hypersweep.tracking.plots import learning_curve
-
-    job_run.log_summary(summary, tags)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-    (out_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
-    job_run.log_artifact(out_dir / "config.yaml")
-    job_run.log_artifact(out_dir / "overrides.yaml")
-    # None: diverged in its first epoch, or a cross-validation that was pruned or whose refit
-    # diverged.
-    if best_state is not None:
-        ckpt = save_checkpoint(
-            out_dir / "checkpoints" / "best.pt",
-            best_state,
-            resolved,
-            result.best_epoch,
-            result.best_metrics,
-        )
-        job_run.log_artifact(ckpt, "checkpoints")
-    if plot:
-        curve = learning_curve(result.history, monitor, result.best_epoch, out_dir / "plots")
-        job_run.log_artifact(curve, "plots")

@@ -42,13 +42,7 @@ from hypersweep.errors import ConfigError, exit_with
 from hypersweep.progress import SweepProgress
 from hypersweep.search.checks import check_jobs, is_hypersweep_job
 from hypersweep.search.compose_cache import share_parsed_configs
-from hypersweep.search.pruning import (
-    STORAGE_ENV,
-    STUDY_ENV,
-    TRIAL_ENV,
-    open_storage,
-    register_live_study,
-)
+from hypersweep.search.pruning import open_storage, register_live_study
 from hypersweep.search.space import (
     Param,
     SearchSpaceError,
@@ -57,6 +51,9 @@ from hypersweep.search.space import (
     structural,
 )
 from hypersweep.search.study import (
+    STORAGE_ENV,
+    STUDY_ENV,
+    TRIAL_ENV,
     default_study_name,
     directions_for,
     job_monitor,

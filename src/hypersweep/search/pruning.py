@@ -14,7 +14,6 @@ import os
 import optuna
 
 from hypersweep import trust
-from hypersweep.search.study import STORAGE_ENV, STUDY_ENV, TRIAL_ENV  # noqa: F401 - imported from here
 
 # Studies opened by the sweeper in this process, by (storage, study name).
 _LIVE: dict[tuple[str, str], optuna.Study] = {}
@@ -110,10 +109,6 @@ class TrialReporter:
         storage.set_trial_user_attr(self.trial_id, "status_reason", status_reason)
 
 
-def trial_reporter(monitor: str) -> TrialReporter | None:
-    """The reporter for the trial this job runs, or None outside an Optuna sweep."""
-    trial_id = os.environ.get(TRIAL_ENV)
-    if not trial_id:
-        return None
-    study = live_or_loaded_study(os.environ.get(STORAGE_ENV, ""), os.environ[STUDY_ENV])
-    return TrialReporter(study, int(trial_id), monitor)
+def trial_reporter(trial_id: int, study_name: str, storage: str, monitor: str) -> TrialReporter:
+    """The reporter for trial `trial_id` of the study, as the sweeper named them to the job."""
+    return TrialReporter(live_or_loaded_study(storage, study_name), trial_id, monitor)

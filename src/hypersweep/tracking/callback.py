@@ -37,19 +37,15 @@ def read_sweep_file(sweep_dir: str | os.PathLike) -> dict[str, str] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def experiment_name(cfg: DictConfig) -> str:
-    """tracking.experiment if set; else the study name (Optuna sweeps), the sweep dir (grid
-    sweeps) or the job name (single runs)."""
+def experiment_name(cfg: DictConfig, hydra_cfg: DictConfig, study: str | None = None) -> str:
+    """tracking.experiment if set; else the study name (Optuna sweeps: `study`, the study of
+    a job's trial, or the sweep's own), the sweep dir (grid sweeps) or the job name (single
+    runs)."""
     explicit = cfg.tracking.get("experiment")
     if explicit:
         return str(explicit)
-    from hydra.core.hydra_config import HydraConfig
-
-    from hypersweep.search.study import STUDY_ENV
-
-    if os.environ.get(STUDY_ENV):  # a job of an Optuna sweep
-        return os.environ[STUDY_ENV]
-    hydra_cfg = cfg.hydra if "hydra" in cfg else HydraConfig.get()
+    if study:
+        return study
     if "hydra" in cfg and _is_hypersweep(cfg):
         from hypersweep.search.study import study_name_for
 
@@ -73,7 +69,8 @@ class SweepTracking(Callback):
         except ConfigError as e:
             raise exit_with(e) from None
         close_orphaned_runs(uri)
-        exp_id = experiment_id(uri, experiment_name(config), config.tracking.artifact_root)
+        name = experiment_name(config, config.hydra)
+        exp_id = experiment_id(uri, name, config.tracking.artifact_root)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(config.hydra.overrides.task)
