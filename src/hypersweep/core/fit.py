@@ -106,26 +106,37 @@ def evaluate(
     x: torch.Tensor,
     y: torch.Tensor,
     task: str,
-    y_scale: float = 1.0,
+    y_scale: float | torch.Tensor = 1.0,
     chunk: int = 8192,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Loss and accuracy (classification) or rmse in original units (regression), on the device."""
+    """Loss and accuracy (classification) or rmse in original units (regression), on the device.
+
+    One model: `x` is (rows, ...) and each metric a scalar. Stacked members: `x` is
+    (members, rows, ...), zero-padded to the longest member's rows, `mask` (members, rows) marks
+    the real ones, and each metric has one value per member."""
     model.eval()
-    loss_fn = loss_function(task)
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device)
-    for i in range(0, len(x), chunk):
-        xb, yb = x[i : i + chunk], _targets(y[i : i + chunk], task)
+    rows = x.shape[1] if mask is not None else len(x)
+    shape = (len(x),) if mask is not None else ()
+    loss_sum = torch.zeros(shape, device=x.device)
+    correct = torch.zeros(shape, device=x.device)
+    for i in range(0, rows, chunk):
+        part = (slice(None), slice(i, i + chunk)) if mask is not None else slice(i, i + chunk)
         with autocast():
-            out = model(xb)
-        out = out.float()
-        loss_sum += loss_fn(out, yb) * len(xb)
-        if task == "classification":
-            correct += (out.argmax(dim=1) == yb).sum()
-    loss = loss_sum / len(x)
+            out = model(x[part]).float()
+        losses = _row_losses(out, y[part], task)
+        hits = out.argmax(dim=-1) == y[part] if task == "classification" else None
+        if mask is not None:
+            losses = losses * mask[part]
+            hits = hits & mask[part] if hits is not None else None
+        loss_sum += losses.sum(dim=-1)
+        if hits is not None:
+            correct += hits.sum(dim=-1)
+    n = mask.sum(dim=1) if mask is not None else len(x)
+    loss = loss_sum / n
     if task == "classification":
-        return {"loss": loss, "acc": correct / len(x)}
+        return {"loss": loss, "acc": correct / n}
     return {"loss": loss, "rmse": loss.sqrt() * y_scale}
 
 
@@ -327,7 +338,6 @@ class _StackedEpochs(_Epochs):
         self.y, _ = _padded([d.y_train for d in member.data])
         self.x_val, self.val_mask = _padded([d.x_val for d in member.data])
         self.y_val, _ = _padded([d.y_val for d in member.data])
-        self.val_rows = self.val_mask.sum(dim=1)
         self.y_scale = torch.tensor([d.y_scale for d in member.data], device=self.device)
 
     def _orders(self) -> torch.Tensor:
@@ -355,23 +365,16 @@ class _StackedEpochs(_Epochs):
             loss_sum.add_(losses.detach(), alpha=end - start)
         return loss_sum / self.n
 
-    @torch.no_grad()
-    def validate(self, chunk: int = 8192) -> dict[str, torch.Tensor]:
-        model = self.member.model
-        model.eval()
-        loss_sum = torch.zeros(self.size, device=self.device)
-        correct = torch.zeros(self.size, device=self.device)
-        for i in range(0, self.x_val.shape[1], chunk):
-            with self.autocast():
-                out = model(self.x_val[:, i : i + chunk]).float()
-            y, mask = self.y_val[:, i : i + chunk], self.val_mask[:, i : i + chunk]
-            loss_sum += (_row_losses(out, y, self.task) * mask).sum(dim=1)
-            if self.task == "classification":
-                correct += ((out.argmax(dim=-1) == y) & mask).sum(dim=1)
-        loss = loss_sum / self.val_rows
-        if self.task == "classification":
-            return {"loss": loss, "acc": correct / self.val_rows}
-        return {"loss": loss, "rmse": loss.sqrt() * self.y_scale}
+    def validate(self) -> dict[str, torch.Tensor]:
+        return evaluate(
+            self.member.model,
+            self.x_val,
+            self.y_val,
+            self.task,
+            self.y_scale,
+            autocast=self.autocast,
+            mask=self.val_mask,
+        )
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         return self.member.model.snapshot()
@@ -409,9 +412,10 @@ def _padded(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _row_losses(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    """Per-row losses of stacked outputs (members, rows, ...) against targets (members, rows)."""
+    """Per-row losses of outputs (rows, ...) or stacked outputs (members, rows, ...) against
+    targets (rows,) or (members, rows)."""
     if task == "classification":
-        flat = nn.functional.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none")
+        flat = nn.functional.cross_entropy(out.flatten(0, -2), y.flatten(), reduction="none")
         return flat.view(y.shape)
     return (out.squeeze(-1) - y) ** 2
 
