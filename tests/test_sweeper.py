@@ -99,6 +99,11 @@ def test_each_sampler_runs_a_sweep(sampler, tmp_path, store, mlflow_client):
     best = results_file(tmp_path)
     assert best["best_value"] == min(t.value for t in trials)
     assert best["best_params"] == by_number(study, best["best_trial"]).params
+    # two swept keys: their importances are drawn, a bar each
+    (plot,) = (tmp_path / "multirun").glob("*/*/analysis/param_importances.png")
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    axes = figures(study, {"lr": 0.7, "model.depth": 0.3})["param_importances"]()
+    assert len(axes.patches) == 2
 
 
 def test_one_minus_log_momentum_is_visible_in_the_job_params(tmp_path, store, mlflow_client):

@@ -116,10 +116,11 @@ def write_report(
     rows: list[dict[str, Any]],
     out_dir: Path,
     importance: dict[str, float] | None = None,
+    plots: bool = True,
 ) -> list[Path]:
-    """PNG plots (Optuna's matplotlib plots) and trials.csv into out_dir; a plot that cannot be
-    drawn (too few trials) is skipped with a warning. `importance` (from `importances`) is
-    drawn as given, not computed again."""
+    """trials.csv and, with `plots`, PNG plots (Optuna's matplotlib plots) into out_dir; a plot
+    that cannot be drawn (too few trials) is skipped with a warning. `importance` (from
+    `importances`) is drawn as given, not computed again."""
     import csv
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +132,7 @@ def write_report(
         writer.writeheader()
         writer.writerows(rows)
     written.append(csv_path)
-    for name, figure in figures(study, importance).items():
+    for name, figure in (figures(study, importance) if plots else {}).items():
         path = out_dir / f"{name}.png"
         try:
             written.append(_save(figure(), path))
@@ -161,8 +162,8 @@ def figures(study: optuna.Study, importance: dict[str, float] | None = None) -> 
     }
     if complete and complete[0].params:
         drawn["parallel_coordinate"] = lambda: plots.plot_parallel_coordinate(study)
-    if importance:
-        fixed = _Given(importance)
+    if len(importance or {}) > 1:  # one swept key has importance 1: nothing to draw
+        fixed = _given(importance)
         drawn["param_importances"] = lambda: plots.plot_param_importances(study, evaluator=fixed)
     return {name: _quiet(draw) for name, draw in drawn.items()}
 
@@ -178,14 +179,17 @@ def _quiet(draw: Any) -> Any:
     return drawn
 
 
-class _Given(optuna.importance.BaseImportanceEvaluator):
-    """Importances computed already (`importances`, also logged as metrics): drawn as they are."""
+def _given(values: dict[str, float]) -> Any:
+    """An importance evaluator that returns importances computed already (`importances`, also
+    logged as metrics), so that they are drawn as they are. Built here, not at import: Optuna's
+    importance package imports scikit-learn (~1 s), which only fANOVA needs."""
+    from optuna.importance import BaseImportanceEvaluator
 
-    def __init__(self, values: dict[str, float]) -> None:
-        self.values = values
+    class Given(BaseImportanceEvaluator):
+        def evaluate(self, study: optuna.Study, params: Any = None, *, target: Any = None) -> dict:
+            return dict(sorted(values.items(), key=lambda kv: kv[1], reverse=True))
 
-    def evaluate(self, study: optuna.Study, params: Any = None, *, target: Any = None) -> dict:
-        return dict(sorted(self.values.items(), key=lambda kv: kv[1], reverse=True))
+    return Given()
 
 
 def _without_legend(ax: Any) -> Any:
