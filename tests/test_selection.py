@@ -53,13 +53,13 @@ def test_sweep_parent_holds_space_best_and_analysis(grid_sweep, tmp_path, mlflow
         "trials.csv",
         "optimization_history.png",
         "parallel_coordinate.png",
-        "param_importances.png",
         "intermediate_values.png",
     }
     logged = {
         Path(a.path).name for a in mlflow_client.list_artifacts(parent.info.run_id, "analysis")
     }
     assert expected <= logged
+    assert "param_importances.png" not in logged  # one swept key: its importance is 1, no plot
     (sweep_dir,) = (tmp_path / "multirun").glob("*/*")
     assert expected <= {p.name for p in (sweep_dir / "analysis").iterdir()}
     for name in expected - {"trials.csv"}:
@@ -73,6 +73,17 @@ def test_sweep_parent_holds_space_best_and_analysis(grid_sweep, tmp_path, mlflow
     assert parent.data.metrics["importance.lr"] == pytest.approx(1.0)  # the only swept key
     assert all(r.data.params["choice.optimizer"] == "sgd" for r in children)
     assert not any("choice.search" in r.data.params for r in children)  # no preset: no param
+
+
+def test_the_analysis_plots_can_be_turned_off_and_the_table_stays(tmp_path, store, mlflow_client):
+    args = [*GRID[:2], "trainer.max_epochs=2", "tracking.experiment=quiet"]
+    result = train([*args, "tracking.analysis_plots=false"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "multirun").glob("*/*")
+    assert {p.name for p in (sweep_dir / "analysis").iterdir()} == {"trials.csv"}
+    (parent,) = [r for r in runs_of(mlflow_client, "quiet") if r.data.tags.get("sweep") == "true"]
+    assert parent.data.tags["best_run_id"]
+    assert parent.data.metrics["importance.lr"] == pytest.approx(1.0)
 
 
 def test_best_tests_once_registers_and_the_champion_predicts(

@@ -162,7 +162,9 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
         ("monitor", "mode", "patience", "min_delta", "resolved_mode")
     ),
     "regularization": frozenset(("l1", "l2", "dropout", "batchnorm")),
-    "tracking": frozenset(("uri", "artifact_root", "experiment", "learning_curve", "resume_dir")),
+    "tracking": frozenset(
+        ("uri", "artifact_root", "experiment", "learning_curve", "analysis_plots", "resume_dir")
+    ),
     "data": frozenset(
         ("name", "source", "task", "kind", "shape", "val_fraction", "test_fraction")
         + ("cv_folds", "split_seed", "standardize")

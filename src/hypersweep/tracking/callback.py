@@ -192,7 +192,8 @@ def summarize_sweep(uri: str, parent_run_id: str, config: DictConfig) -> None:
     try:
         importance = analysis.importances(study)
         rows = analysis.trials_table(children, metric)
-        for path in analysis.write_report(study, rows, out_dir, importance):
+        plots = bool(config.tracking.get("analysis_plots", True))
+        for path in analysis.write_report(study, rows, out_dir, importance, plots):
             client.log_artifact(parent_run_id, str(path), "analysis")
         for key, value in importance.items():
             client.log_metric(parent_run_id, f"importance.{key}", value)
