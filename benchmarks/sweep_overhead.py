@@ -2,16 +2,19 @@
 checkpoint, plot) against the same 20 trainings in a plain Python loop (plain_loop.py), both as
 whole commands, alternated over --repeats rounds.
 
-    python benchmarks/sweep_overhead.py [--repeats 3] [--epochs 5]
+    python benchmarks/sweep_overhead.py [--repeats 3] [--epochs 5] [--baseline TREE]
 
 Reported: median wall time of each command and (sweep - plain) / 20 = added seconds per job,
 which spreads the per-command costs (imports, MLflow store check, analysis plots) over the 20
 jobs; and the marginal cost of one more job, from the gaps between consecutive job summary lines
 in the sweep's log (jobs 2..20) minus the plain loop's time per training. Both with and without
-the per-job learning-curve plot; and the same 20 trainings as 20 trials of our Optuna sweeper
-(grid sampler over the same lr values: study storage, ask/tell and per-epoch reports included).
+the per-job learning-curve plot, and without the sweep's analysis plots; and the same 20
+trainings as 20 trials of our Optuna sweeper (grid sampler over the same lr values: study
+storage, ask/tell and per-epoch reports included).
 The sweeps run against an MLflow store that already exists (a user's second sweep); creating a
-store the first time is reported on its own.
+store the first time is reported on its own. With --baseline, a checkout of another commit (e.g.
+`git worktree add ../before <commit>`) runs the grid and the Optuna-sweeper commands too, in the
+same rounds, with its own train.py and sources first on PYTHONPATH: before and after side by side.
 """
 
 from __future__ import annotations
@@ -30,10 +33,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall time, and the mean gap between consecutive job summary lines (0 if none)."""
+def timed(cmd: list[str], cwd: Path, tree: Path | None = None) -> tuple[float, float]:
+    """Wall time, and the mean gap between consecutive job summary lines (0 if none). With
+    `tree`, the command runs that checkout's sources."""
     start = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree / "src")
     out = subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     stamps = [
@@ -53,6 +59,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--baseline", type=Path, help="a checkout of the commit to compare with")
     args = parser.parse_args()
     lrs = [round(10 ** (-4 + 3 * i / (args.jobs - 1)), 6) for i in range(args.jobs)]
     common = [
@@ -98,17 +105,23 @@ def main() -> None:
             f"lr=choice({','.join(map(str, lrs))})",
             *sweep[4:],
         ]
-        variants = {
-            "plain": plain,
-            "sweep": sweep,
-            "sweep, no learning-curve plot": [*sweep, "tracking.learning_curve=false"],
-            "optuna sweeper, grid sampler": optuna,
+        variants: dict[str, tuple[list[str], Path | None]] = {
+            "plain": (plain, None),
+            "sweep": (sweep, None),
+            "sweep, no learning-curve plot": ([*sweep, "tracking.learning_curve=false"], None),
+            "sweep, no analysis plots": ([*sweep, "tracking.analysis_plots=false"], None),
+            "optuna sweeper, grid sampler": (optuna, None),
         }
+        if args.baseline is not None:
+            tree = args.baseline.resolve()
+            old_train = str(tree / "train.py")
+            variants["sweep (baseline)"] = ([sys.executable, old_train, *sweep[2:]], tree)
+            variants["optuna sweeper (baseline)"] = ([sys.executable, old_train, *optuna[2:]], tree)
         walls: dict[str, list[float]] = {k: [] for k in variants}
         gaps: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(args.repeats):
-            for name, cmd in variants.items():
-                wall, gap = timed(cmd, cwd)
+            for name, (cmd, tree) in variants.items():
+                wall, gap = timed(cmd, cwd, tree)
                 walls[name].append(wall)
                 gaps[name].append(gap)
                 shutil.rmtree(cwd / "multirun", ignore_errors=True)
@@ -118,6 +131,8 @@ def main() -> None:
         f"# {args.jobs} jobs x {args.epochs} epochs, digits MLP 64x2, batch 64; "
         f"{args.repeats} rounds, medians; creating a new MLflow store once: {create:.2f} s"
     )
+    if args.baseline is not None:
+        print(f"# baseline: {args.baseline.resolve()}")
     print(f"{'command':32s} {'wall s':>8s} {'added/job s':>12s} {'marginal/job s':>15s}")
     for name in variants:
         added = (med[name] - med["plain"]) / args.jobs
