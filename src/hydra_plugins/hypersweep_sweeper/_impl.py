@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from hydra_plugins.hypersweep_sweeper._settings import Settings
 from hypersweep import trust
 from hypersweep.config import metric_mode, objective_metric
 from hypersweep.core import preemption
@@ -101,6 +102,29 @@ def failures_counted(study: optuna.Study) -> int:
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
         if t.user_attrs.get("status_reason") not in (*RUN_AGAIN, "rejected")
     )
+
+
+class FailureBudget:
+    """`hydra.sweeper.max_failure_rate` over a whole sweep: once a trial of this command failed
+    and more of the study's trials failed (`failures_counted`) than the rate allows of all it
+    runs, the sweep stops, naming the last error. A failed trial is told FAIL first
+    (`HypersweepSweeperImpl._tell`); a crash of the sweep fails the trials it was running
+    (`_fail_running`), and the next command runs those again (`_recover`)."""
+
+    def __init__(self, rate: float, total: int) -> None:
+        self.rate, self.total = rate, total
+        self.errors: list[str] = []
+
+    def spend(self, study: optuna.Study, error: str | None) -> None:
+        if error:
+            self.errors.append(error)
+        failed = failures_counted(study)
+        if self.errors and failed > self.rate * self.total:
+            raise SweepFailed(
+                f"{failed} of {self.total} trials failed, more than "
+                f"hydra.sweeper.max_failure_rate={self.rate} allows; "
+                f"last error: {self.errors[-1]}"
+            )
 
 
 # Which command runs a trial: the sweeper that asked it writes its host and pid on it, and a
@@ -197,40 +221,14 @@ def _built(cfg: Any, key: str) -> Any:
 
 
 class HypersweepSweeperImpl(Sweeper):
-    def __init__(
-        self,
-        sampler: Any,
-        direction: Any,
-        storage: str | None,
-        study_name: str | None,
-        n_trials: int,
-        n_jobs: int,
-        max_failure_rate: float,
-        search_space: DictConfig | None = None,
-        params: DictConfig | None = None,
-        custom_search_space: str | None = None,
-        pruner: Any = None,
-        objective_attrs: list[str] | None = None,
-        coarse_to_fine: DictConfig | None = None,
-        conditions: DictConfig | None = None,
-    ) -> None:
+    def __init__(self, sampler: Any, pruner: Any = None, **settings: Any) -> None:
         self.sampler_cfg, self.pruner_cfg = sampler, pruner  # built in sweep(): trusted only
         self.sampler: Any = None
         self.pruner: Any = None
         self.directions: list[str] = []  # set in setup(): the default follows the job's monitor
-        self.storage_spec = storage
-        self.study_name = study_name
-        self.n_trials = n_trials
+        self.settings = Settings.of(**settings)
+        self.custom_search_space: Any = None  # the function settings.custom_search_space names
         self._progress: SweepProgress | None = None
-        self.n_jobs = n_jobs
-        self.max_failure_rate = max_failure_rate
-        self.custom_search_space_path = custom_search_space
-        self.custom_search_space: Any = None
-        self.objective_attrs = list(objective_attrs) if objective_attrs else None
-        self.stages = int(coarse_to_fine.stages) if coarse_to_fine else 1
-        self.top_fraction = float(coarse_to_fine.top_fraction) if coarse_to_fine else 0.25
-        self.margin = float(coarse_to_fine.margin) if coarse_to_fine else 0.1
-        self.conditions = _plain(conditions) or {}
         self.job_idx = 0
 
     def setup(
@@ -252,7 +250,7 @@ class HypersweepSweeperImpl(Sweeper):
         config's `hypersweep.trusted_targets` for the search-space function)."""
         self.sampler = _built(self.sampler_cfg, "sampler")
         self.pruner = _built(self.pruner_cfg, "pruner") if self.pruner_cfg else None
-        parallel = max(self.n_jobs, getattr(self.launcher, "n_jobs", 1) or 1)
+        parallel = max(self.settings.n_jobs, getattr(self.launcher, "n_jobs", 1) or 1)
         tpe = isinstance(self.sampler, optuna.samplers.TPESampler)
         if tpe and parallel > 1 and not self.sampler_cfg.get("constant_liar"):
             log.info(
@@ -260,8 +258,8 @@ class HypersweepSweeperImpl(Sweeper):
                 "them from sampling alike",
                 parallel,
             )
-        if self.custom_search_space_path:
-            path = self.custom_search_space_path
+        if self.settings.custom_search_space:
+            path = self.settings.custom_search_space
             trusted = trust.patterns(trust.user_modules(self.config))
             if not trust.allowed(path, trusted):
                 raise SearchSpaceError(
@@ -271,39 +269,7 @@ class HypersweepSweeperImpl(Sweeper):
             self.custom_search_space = get_method(path)
 
     def _check(self) -> None:
-        for d in self.directions:
-            if d not in ("minimize", "maximize"):
-                raise SearchSpaceError(
-                    f"hydra.sweeper.direction={d!r} is not allowed: expected minimize, maximize "
-                    "or a list of them"
-                )
-        checks = [
-            ("n_trials", self.n_trials, self.n_trials >= 1, "an integer >= 1"),
-            ("n_jobs", self.n_jobs, self.n_jobs >= 1, "an integer >= 1"),
-            (
-                "max_failure_rate",
-                self.max_failure_rate,
-                0 <= self.max_failure_rate <= 1,
-                "a number in [0, 1]",
-            ),
-            ("coarse_to_fine.stages", self.stages, self.stages >= 1, "an integer >= 1"),
-            (
-                "coarse_to_fine.top_fraction",
-                self.top_fraction,
-                0 < self.top_fraction <= 1,
-                "a number in (0, 1]",
-            ),
-        ]
-        for key, value, ok, allowed in checks:
-            if not ok:
-                raise SearchSpaceError(
-                    f"hydra.sweeper.{key}={value!r} is not allowed: expected {allowed}"
-                )
-        if self.objective_attrs and len(self.objective_attrs) != len(self.directions):
-            raise SearchSpaceError(
-                f"hydra.sweeper.objective_attrs={self.objective_attrs} has "
-                f"{len(self.objective_attrs)} names for {len(self.directions)} directions"
-            )
+        self.settings.check(self.directions)
         self._check_directions_match_the_objective()
         if len(self.directions) > 1 and not isinstance(self.pruner, optuna.pruners.NopPruner):
             if self.pruner is not None:
@@ -318,8 +284,8 @@ class HypersweepSweeperImpl(Sweeper):
         monitor = job_monitor(self.config)
         if monitor is None:
             return  # another task's return value: its directions are the user's to choose
-        if self.objective_attrs:
-            named = list(zip(self.objective_attrs, self.directions, strict=True))
+        if self.settings.objective_attrs:
+            named = list(zip(self.settings.objective_attrs, self.directions, strict=True))
             key = "objective_attrs"
         else:
             named = [(f"best_{objective_metric(monitor)}", self.directions[0])]
@@ -335,7 +301,7 @@ class HypersweepSweeperImpl(Sweeper):
                 continue  # n_params and other summary metrics: either direction makes sense
             expected = "maximize" if metric_mode(metric) == "max" else "minimize"
             if direction != expected:
-                value = monitor if key.startswith("trainer") else self.objective_attrs
+                value = monitor if key.startswith("trainer") else self.settings.objective_attrs
                 raise SearchSpaceError(
                     f"hydra.sweeper.direction={direction!r} contradicts {key}={value!r} (the "
                     f"job returns {metric}): expected {expected}, or leave direction unset"
@@ -374,11 +340,11 @@ class HypersweepSweeperImpl(Sweeper):
         sampler = self._with_space(self.sampler, params)
         if isinstance(sampler, optuna.samplers.GridSampler):
             size = math.prod(len(v) for v in sampler._search_space.values())
-            if size < self.n_trials:
-                log.info("Grid of %d points: n_trials %d -> %d", size, self.n_trials, size)
-                self.n_trials = size
-        name = self.study_name or default_study_name(self.config, arguments)
-        storage = open_storage(self.storage_spec)
+            if size < self.settings.n_trials:
+                log.info("Grid of %d points: n_trials %d -> %d", size, self.settings.n_trials, size)
+                self.settings.n_trials = size
+        name = self.settings.study_name or default_study_name(self.config, arguments)
+        storage = open_storage(self.settings.storage)
         study = optuna.create_study(
             study_name=name,
             storage=storage,
@@ -391,28 +357,29 @@ class HypersweepSweeperImpl(Sweeper):
         study.set_user_attr(
             "pruner", OmegaConf.to_container(pruner_cfg, resolve=True) if pruner_cfg else None
         )
-        register_live_study(self.storage_spec or "", study)
+        register_live_study(self.settings.storage or "", study)
         resumed = self._recover(study, params)
         sampler = study.sampler = self._reseeded(study, params)
         log.info(
             "Study %s (%s), storage %s, sampler %s, pruner %s%s",
             name,
             "/".join(self.directions),
-            self.storage_spec or "in memory",
+            self.settings.storage or "in memory",
             type(sampler).__name__,
             type(self.pruner).__name__ if self.pruner else "none",
             f", resuming with {resumed} trials done" if resumed else "",
         )
 
-        total = self.n_trials * self.stages
+        total = self.settings.n_trials * self.settings.stages
+        budget = FailureBudget(self.settings.max_failure_rate, total)
         heartbeat = Heartbeat(study)
         self._progress = SweepProgress(total, trials_counted(study))
         try:
-            for stage in range(1, self.stages + 1):
+            for stage in range(1, self.settings.stages + 1):
                 if stage > 1:
                     params = self._narrow(study, params)
-                target = self.n_trials * stage
-                self._run_stage(study, params, fixed, target, total)
+                target = self.settings.n_trials * stage
+                self._run_stage(study, params, fixed, target, budget)
         finally:
             self._progress.close()
             heartbeat.close()
@@ -529,17 +496,16 @@ class HypersweepSweeperImpl(Sweeper):
         params: list[Param],
         fixed: dict[str, str | None],
         target: int,
-        total: int,
+        budget: FailureBudget,
     ) -> None:
         if hasattr(self.launcher, "submit"):
-            return self._run_stage_async(study, params, fixed, target, total)
-        failures: list[str] = []
+            return self._run_stage_async(study, params, fixed, target, budget)
         while (done := trials_counted(study)) < target:
             preemption.raise_if_requested("between trials: the same command continues the study")
             batch: list[optuna.Trial] = []
             try:
                 with _sigint_held():  # every trial asked is in `batch`
-                    for _ in range(min(self.n_jobs, target - done)):
+                    for _ in range(min(self.settings.n_jobs, target - done)):
                         batch.append(ask(study))
                 overrides = [self._trial_overrides(study, t, params, fixed) for t in batch]
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
@@ -551,7 +517,7 @@ class HypersweepSweeperImpl(Sweeper):
                 raise
             self.job_idx += len(returns)
             for trial, ret in zip(batch, returns, strict=True):
-                self._tell_and_check(study, trial, ret, failures, total)
+                self._tell_and_check(study, trial, ret, budget)
 
     def _run_stage_async(
         self,
@@ -559,13 +525,13 @@ class HypersweepSweeperImpl(Sweeper):
         params: list[Param],
         fixed: dict[str, str | None],
         target: int,
-        total: int,
+        budget: FailureBudget,
     ) -> None:
         """With a launcher that takes one job at a time (`hydra/launcher=hypersweep_pool`):
         n_jobs trials run at once (by default the launcher's), and the next trial is asked as
         soon as any one ends."""
-        slots = self.n_jobs if self.n_jobs > 1 else getattr(self.launcher, "n_jobs", 1)
-        failures: list[str] = []
+        n_jobs = self.settings.n_jobs
+        slots = n_jobs if n_jobs > 1 else getattr(self.launcher, "n_jobs", 1)
         running: dict[Future, optuna.Trial] = {}
         stopped: list[optuna.Trial] = []  # preempted: their jobs saved their state
         grace_ends = math.inf
@@ -595,7 +561,7 @@ class HypersweepSweeperImpl(Sweeper):
                         stopped.append(running.pop(future))
                         continue
                     ret = future.result()  # a worker that died raises here
-                    self._tell_and_check(study, running[future], ret, failures, total)
+                    self._tell_and_check(study, running[future], ret, budget)
                     del running[future]  # told: no longer the sweep's to fail
             _fail_running(study, stopped, reason="interrupted")
             saved = sum(
@@ -624,25 +590,17 @@ class HypersweepSweeperImpl(Sweeper):
             raise
 
     def _tell_and_check(
-        self, study: optuna.Study, trial: optuna.Trial, ret: Any, failures: list[str], total: int
+        self, study: optuna.Study, trial: optuna.Trial, ret: Any, budget: FailureBudget
     ) -> None:
-        """Tell a trial's outcome; stop the sweep once more trials failed than allowed."""
+        """Tell a trial's outcome, and stop the sweep past its failure budget."""
         error = self._tell(study, trial, ret)
         if self._progress is not None:
             self._progress.told(trials_counted(study), study)
-        if error:
-            failures.append(error)
-        failed = failures_counted(study)
-        if failures and failed > self.max_failure_rate * total:
-            raise SweepFailed(
-                f"{failed} of {total} trials failed, more than "
-                f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; "
-                f"last error: {failures[-1]}"
-            )
+        budget.spend(study, error)
 
     def _check_conditions(self, params: list[Param]) -> None:
         searched = {p.key for p in params}
-        for key, condition in self.conditions.items():
+        for key, condition in self.settings.conditions.items():
             if not isinstance(condition, dict) or not all(
                 isinstance(v, list) and v for v in condition.values()
             ):
@@ -657,7 +615,7 @@ class HypersweepSweeperImpl(Sweeper):
                 )
             if key in condition:
                 raise SearchSpaceError(f"hydra.sweeper.conditions.{key} depends on itself")
-        if self.conditions and isinstance(self.sampler, functools.partial):
+        if self.settings.conditions and isinstance(self.sampler, functools.partial):
             raise SearchSpaceError(
                 "hydra.sweeper.conditions: the grid sampler tries every combination: expected "
                 "no conditions with hydra/sweeper/sampler=grid"
@@ -674,11 +632,12 @@ class HypersweepSweeperImpl(Sweeper):
         by_key = {p.key: p for p in params}
         values: dict[str, Any] = {}  # config key -> value, for the params decided so far
         pending = list(params)
+        conditions = self.settings.conditions
         while pending:
             ready = [
                 p
                 for p in pending
-                if not any(k in by_key and k not in values for k in self.conditions.get(p.key, {}))
+                if not any(k in by_key and k not in values for k in conditions.get(p.key, {}))
             ]
             if not ready:
                 raise SearchSpaceError(
@@ -695,7 +654,7 @@ class HypersweepSweeperImpl(Sweeper):
     def _condition_holds(
         self, key: str, values: dict[str, Any], fixed: dict[str, str | None]
     ) -> bool:
-        for other, allowed in self.conditions.get(key, {}).items():
+        for other, allowed in self.settings.conditions.get(key, {}).items():
             if other in values:
                 value = values[other]
             elif other in fixed:
@@ -727,7 +686,7 @@ class HypersweepSweeperImpl(Sweeper):
         env = {
             TRIAL_ENV: str(trial._trial_id),
             STUDY_ENV: study.study_name,
-            STORAGE_ENV: self.storage_spec or "",
+            STORAGE_ENV: self.settings.storage or "",
         }
         overrides += [f"++hydra.job.env_set.{k}='{v}'" for k, v in env.items()]
         return overrides
@@ -758,15 +717,15 @@ class HypersweepSweeperImpl(Sweeper):
         return None
 
     def _values(self, value: Any, attrs: dict[str, Any]) -> list[float]:
-        if self.objective_attrs:
+        if self.settings.objective_attrs:
             summary = attrs.get("summary", {})
-            missing = [a for a in self.objective_attrs if a not in summary]
+            missing = [a for a in self.settings.objective_attrs if a not in summary]
             if missing:
                 raise KeyError(
                     f"the job left no summary metric {missing[0]!r} "
                     f"(has: {', '.join(sorted(summary))})"
                 )
-            values = [float(summary[a]) for a in self.objective_attrs]
+            values = [float(summary[a]) for a in self.settings.objective_attrs]
         else:
             try:
                 several = len(self.directions) > 1
@@ -790,8 +749,8 @@ class HypersweepSweeperImpl(Sweeper):
             return params
         reverse = self.directions[0] == "maximize"
         ranked = sorted(done, key=lambda t: t.value, reverse=reverse)
-        top = ranked[: max(2, math.ceil(len(ranked) * self.top_fraction))]
-        narrowed = []
+        top = ranked[: max(2, math.ceil(len(ranked) * self.settings.top_fraction))]
+        narrowed, margin = [], self.settings.margin
         for p in params:
             d = p.distribution
             values = [t.params[p.name] for t in top if p.name in t.params]
@@ -801,10 +760,10 @@ class HypersweepSweeperImpl(Sweeper):
             lo, hi = min(values), max(values)
             if d.log:
                 span = math.log(hi) - math.log(lo)
-                lo, hi = lo * math.exp(-self.margin * span), hi * math.exp(self.margin * span)
+                lo, hi = lo * math.exp(-margin * span), hi * math.exp(margin * span)
             else:
                 span = hi - lo
-                lo, hi = lo - self.margin * span, hi + self.margin * span
+                lo, hi = lo - margin * span, hi + margin * span
             lo, hi = max(lo, d.low), min(hi, d.high)
             if isinstance(d, IntDistribution):
                 lo, hi = math.floor(lo), math.ceil(hi)
@@ -838,7 +797,7 @@ class HypersweepSweeperImpl(Sweeper):
         results: dict[str, Any] = {
             "name": "optuna",  # hydra-optuna-sweeper's, so that tools reading its file read ours
             "study_name": study.study_name,
-            "storage": self.storage_spec,
+            "storage": self.settings.storage,
             "trials": counts,
         }
         if counts["COMPLETE"] == 0:
@@ -885,10 +844,6 @@ def _reach_text(p: Param) -> str:
     if isinstance(d, CategoricalDistribution):
         return "choice of " + ", ".join(map(repr, d.choices))
     return f"{p.scale} over [{d.low}, {d.high}]"
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
