@@ -83,9 +83,17 @@ def _chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     return layers
 
 
+def _dropout(h: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
+    """Inverted dropout of (k, batch, ...) with model i's own rate `rates[i]`: what
+    `nn.Dropout(rates[i])` does to each model's slice, with masks of their own."""
+    keep = (1 - rates).view(-1, *[1] * (h.dim() - 1))
+    return h * (torch.rand_like(h) < keep) / keep
+
+
 class Stacked(nn.Module):
     """k models as one module: input (k, batch, ...) -> output (k, batch, ...), model i on
-    slice i. Dropout draws different masks per model; batch norm keeps each model's statistics."""
+    slice i. Dropout draws different masks per model (at each model's own rate, for a chain);
+    batch norm keeps each model's statistics."""
 
     def __init__(self, models: list[nn.Module]) -> None:
         super().__init__()
@@ -102,6 +110,17 @@ class Stacked(nn.Module):
         self._template = (copy.deepcopy(models[0]).to("meta"),)
         self._chain = _chain(self._template[0])
         self._forward = vmap(self._one, randomness="different")
+        # Dropout layers of the chain whose rate differs between the models (population
+        # training): each model's own rate, (k,). Elsewhere the template's layer applies.
+        self._rates: dict[str, torch.Tensor] = {}
+        if self._chain is not None:
+            chains = [_chain(m) for m in models]
+            for j, (prefix, layer) in enumerate(self._chain):
+                if type(layer) is nn.Dropout:
+                    rates = [c[j][1].p for c in chains]
+                    if len(set(rates)) > 1:
+                        device = next(iter(params.values())).device
+                        self._rates[prefix] = torch.tensor(rates, device=device)
 
     def _one(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self._template[0], (params, buffers), (x,))
@@ -129,6 +148,8 @@ class Stacked(nn.Module):
                 h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             elif isinstance(layer, nn.BatchNorm1d):
                 h = self._batch_norm(prefix, layer, h)
+            elif prefix in self._rates:
+                h = _dropout(h, self._rates[prefix]) if self.training else h
             else:
                 h = layer(h)
         return h
@@ -169,6 +190,19 @@ class Stacked(nn.Module):
             name: t.detach().clone()
             for name, t in self._tensors([*self._param_names, *self._buffer_names]).items()
         }
+
+    def keep(self, index: list[int]) -> None:
+        """Keep only the models at `index` (in that order): the others' slices of every
+        stacked tensor are dropped (a population's members that stopped)."""
+        rows = torch.tensor(index, device=next(self.parameters()).device)
+        for name in self._param_names:
+            attr = self._names[name]
+            self._parameters[attr] = nn.Parameter(self._parameters[attr].detach()[rows])
+        for name in self._buffer_names:
+            attr = self._names[name]
+            self._buffers[attr] = self._buffers[attr][rows]
+        self._rates = {prefix: rates[rows] for prefix, rates in self._rates.items()}
+        self.k = len(index)
 
     @staticmethod
     def member_state(snapshot: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:

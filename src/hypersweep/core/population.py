@@ -1,0 +1,495 @@
+"""Population training: the trials of a search that share an architecture train as one stacked
+model, each with its own hyperparameters, its own stopping and its own result.
+
+A population's entrants are members as each job alone builds them (`build.member`: the model
+initialized by its own seed, its optimizer and scheduler from its own config) on the same data.
+Their models are stacked (`stacking.Stacked`: one batched kernel per layer) and one
+`StackedOptimizer` updates every model's slice with that member's own hyperparameters, read
+from the member's own torch optimizer before each epoch: lr, momentum/β1, β2, eps, weight
+decay (L2 or AdamW's decoupled), dampening, RMSprop's alpha. Each member's scheduler steps that
+optimizer of its own (its monitored value for a plateau schedule), so schedules differ freely.
+Per member too: L1, the dropout rate (a chain of layers: `stacking`), the shuffle order (its
+seed), max_epochs, early stopping with its best weights, divergence, and the stop its caller's
+callback asks for (pruning). A member that stops leaves the stack: its slices of the weights
+and of the optimizer's state are dropped, so compute follows the live members.
+
+Exact: without dropout, a member's per-epoch metrics are those of its config trained alone
+(`fit.fit_members`) up to float rounding (the batched kernels and this optimizer's own order of
+operations). Dropout draws its masks for all members at once, so the masks, not the rates,
+differ from a lone run's.
+
+Threads: a job hands its member to the population that its launcher gathers (`Seat`, per
+thread) and waits for its result; the driver trains the population in its own thread.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from hypersweep.core.fit import (
+    EarlyStopping,
+    EpochCallback,
+    FitResult,
+    Interrupted,
+    Member,
+    _row_losses,
+    batch_bounds,
+    evaluate,
+)
+from hypersweep.core.stacking import Stacked, stackable
+
+# The update rules StackedOptimizer implements, as torch implements them.
+OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop)
+# Options of those that no member may set: they would need rules of their own.
+_UNSUPPORTED_OPTIONS = ("amsgrad", "maximize", "differentiable", "capturable")
+
+
+@dataclass
+class Entrant:
+    """One job's training, handed to a population: its member and how it stops."""
+
+    member: Member
+    max_epochs: int
+    stopper: EarlyStopping
+    monitor: str
+    batch_size: int
+    l1: float = 0.0
+    seed: int = 0
+    precision: str = "fp32"
+    on_epoch: EpochCallback | None = None
+    name: str = ""  # for messages
+
+
+def why_alone(entrant: Entrant) -> str | None:
+    """Why this member cannot train in a population (None: it can)."""
+    model, opt = entrant.member.model, entrant.member.optimizer
+    if entrant.precision == "fp16":
+        return "fp16 (one loss scale would couple the members)"
+    if any(isinstance(m, nn.RNNBase) for m in model.modules()):
+        return "a recurrent layer (torch has no batched rule for its fused kernels)"
+    if type(opt) not in OPTIMIZERS:
+        return f"the optimizer {type(opt).__name__} (stacked: SGD, Adam, AdamW, RMSprop)"
+    group = opt.param_groups[0]
+    if any(group.get(option) for option in _UNSUPPORTED_OPTIONS):
+        return f"{type(opt).__name__} with " + ", ".join(
+            o for o in _UNSUPPORTED_OPTIONS if group.get(o)
+        )
+    return None
+
+
+def signature(entrant: Entrant) -> tuple:
+    """What members of one population share: architecture (every tensor's shape, every
+    module's type, every rate that cannot differ), optimizer family, batch size, precision,
+    device, task, data shapes. Their data must also be equal (`same_data`)."""
+    model, opt, data = entrant.member.model, entrant.member.optimizer, entrant.member.data
+    from hypersweep.core.stacking import _chain
+
+    chain = _chain(model)
+    rates = tuple(
+        m.p
+        for m in model.modules()
+        if isinstance(m, nn.AlphaDropout) or (chain is None and isinstance(m, nn.Dropout))
+    )
+    group = opt.param_groups[0]
+    return (
+        type(model).__qualname__,
+        tuple((k, tuple(v.shape), v.dtype) for k, v in model.state_dict().items()),
+        tuple(type(m).__qualname__ for m in model.modules()),
+        rates,
+        type(opt).__qualname__,
+        bool(group.get("nesterov")),
+        bool(group.get("centered")),
+        entrant.batch_size,
+        entrant.precision,
+        str(data.x_train.device),
+        data.task,
+        tuple(data.x_train.shape),
+        tuple(data.x_val.shape),
+    )
+
+
+def same_data(a: Entrant, b: Entrant) -> bool:
+    x, y = a.member.data, b.member.data
+    return all(
+        torch.equal(getattr(x, k), getattr(y, k)) for k in ("x_train", "y_train", "x_val", "y_val")
+    ) and (x.y_scale == y.y_scale)
+
+
+def populations(entrants: list[Entrant]) -> list[list[int]]:
+    """The entrants (by index) grouped into populations of one signature and equal data;
+    groups of one are entrants that train alone."""
+    groups: list[list[int]] = []
+    keys: list[tuple] = []
+    for i, e in enumerate(entrants):
+        if why_alone(e) is not None:
+            groups.append([i])
+            keys.append(())
+            continue
+        key = signature(e)
+        for group, k in zip(groups, keys, strict=True):
+            if k == key and same_data(entrants[group[0]], e):
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+            keys.append(key)
+    return groups
+
+
+class StackedOptimizer:
+    """One elementwise update of every stacked parameter, with each model's own
+    hyperparameters, as torch's SGD, Adam, AdamW or RMSprop would update that model alone.
+    `optimizers[i]` is model i's own torch optimizer: its hyperparameters (which its scheduler
+    changes) are read from it at each `refresh`; it never steps."""
+
+    def __init__(self, model: Stacked, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.model, self.optimizers = model, optimizers
+        for o in optimizers:  # their schedulers step them, they never step: no torch warning
+            o._opt_called = True  # type: ignore[attr-defined]
+        self.kind = type(optimizers[0])
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
+        self.steps = 0
+        group = optimizers[0].param_groups[0]
+        self.nesterov, self.centered = bool(group.get("nesterov")), bool(group.get("centered"))
+        self.refresh()
+
+    def _vector(self, read: Callable[[dict], float]) -> list[float]:
+        return [float(read(o.param_groups[0])) for o in self.optimizers]
+
+    def refresh(self) -> None:
+        """Read every member's hyperparameters (each epoch: its scheduler changed its lr)."""
+        device = next(self.model.parameters()).device
+        self.host: dict[str, list[float]] = {
+            "lr": self._vector(lambda g: g["lr"]),
+            # the first group holds the weights (`optim.build_optimizer`); biases decay never
+            "weight_decay": self._vector(lambda g: g["weight_decay"]),
+        }
+        if self.kind is torch.optim.SGD:
+            self.host["momentum"] = self._vector(lambda g: g["momentum"])
+            self.host["dampening"] = self._vector(lambda g: g["dampening"])
+        elif self.kind is torch.optim.RMSprop:
+            self.host["alpha"] = self._vector(lambda g: g["alpha"])
+            self.host["momentum"] = self._vector(lambda g: g["momentum"])
+            self.host["eps"] = self._vector(lambda g: g["eps"])
+        else:
+            self.host["beta1"] = self._vector(lambda g: g["betas"][0])
+            self.host["beta2"] = self._vector(lambda g: g["betas"][1])
+            self.host["eps"] = self._vector(lambda g: g["eps"])
+        self.vec = {k: torch.tensor(v, device=device) for k, v in self.host.items()}
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep the models at `rows` only (after `Stacked.keep` with the same rows)."""
+        index = torch.tensor(rows, device=next(self.model.parameters()).device)
+        self.optimizers = [self.optimizers[i] for i in rows]
+        self.state = {n: {k: v[index] for k, v in s.items()} for n, s in self.state.items()}
+        self.refresh()
+
+    def zero_grad(self) -> None:
+        for p in self.model.parameters():
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        decayed = {id(p) for p in self.model.decayed_parameters()}
+        update = {
+            torch.optim.SGD: self._sgd,
+            torch.optim.Adam: self._adam,
+            torch.optim.AdamW: self._adam,
+            torch.optim.RMSprop: self._rmsprop,
+        }[self.kind]
+        vec = self.vec
+        if self.kind is not torch.optim.SGD:  # Adam's bias corrections, in double on the host
+            t = self.steps
+            lr, b1, b2 = self.host["lr"], self.host.get("beta1"), self.host.get("beta2")
+            device = vec["lr"].device
+            if b1 is not None and b2 is not None:
+                step = [a / (1 - b**t) for a, b in zip(lr, b1, strict=True)]
+                vec = {
+                    **vec,
+                    "step": torch.tensor(step, device=device),
+                    "root": torch.tensor([math.sqrt(1 - b**t) for b in b2], device=device),
+                }
+        shaped: dict[int, dict[str, torch.Tensor]] = {}
+        for name, p in self.model.named_parameters():
+            if p.grad is None:
+                continue
+            view = (-1, *[1] * (p.dim() - 1))
+            h = shaped.setdefault(p.dim(), {k: v.view(view) for k, v in vec.items()})
+            update(name, p, p.grad, h, id(p) in decayed)
+
+    def _sgd(self, name: str, p: torch.Tensor, g: torch.Tensor, h: dict, decays: bool) -> None:
+        if decays:
+            g = g + h["weight_decay"] * p
+        if any(self.host["momentum"]):
+            state = self.state.setdefault(name, {})
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.clone()
+            else:
+                buf.mul_(h["momentum"]).add_((1 - h["dampening"]) * g)
+            g = g + h["momentum"] * buf if self.nesterov else buf
+        p.sub_(h["lr"] * g)
+
+    def _adam(self, name: str, p: torch.Tensor, g: torch.Tensor, h: dict, decays: bool) -> None:
+        if decays and self.kind is torch.optim.AdamW:
+            p.mul_(1 - h["lr"] * h["weight_decay"])
+        elif decays:
+            g = g + h["weight_decay"] * p
+        state = self.state.setdefault(name, {})
+        if not state:
+            state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(g, 1 - h["beta1"])
+        v.mul_(h["beta2"]).add_((1 - h["beta2"]) * g * g)
+        p.sub_(h["step"] * m / ((v.sqrt() / h["root"]).add_(h["eps"])))
+
+    def _rmsprop(self, name: str, p: torch.Tensor, g: torch.Tensor, h: dict, decays: bool) -> None:
+        if decays:
+            g = g + h["weight_decay"] * p
+        state = self.state.setdefault(name, {})
+        if not state:
+            state["square_avg"] = torch.zeros_like(p)
+            state["momentum_buffer"] = torch.zeros_like(p)
+            if self.centered:
+                state["grad_avg"] = torch.zeros_like(p)
+        square = state["square_avg"]
+        square.mul_(h["alpha"]).add_((1 - h["alpha"]) * g * g)
+        if self.centered:
+            state["grad_avg"].lerp_(g, 1 - h["alpha"])
+            avg = (square - state["grad_avg"] ** 2).sqrt_()
+        else:
+            avg = square.sqrt()
+        avg = avg.add_(h["eps"])
+        buf = state["momentum_buffer"]
+        buf.mul_(h["momentum"]).add_(g / avg)
+        p.sub_(h["lr"] * buf)
+
+
+@dataclass
+class _Progress:
+    """One member's training so far."""
+
+    stopper: EarlyStopping
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, torch.Tensor] = field(default_factory=dict)
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    member_metrics: list[dict[str, float]] = field(default_factory=list)
+    status: str = ""  # "" while it trains
+
+
+def fit_population(
+    entrants: list[Entrant], interrupted: Callable[[], object] | None = None
+) -> list[FitResult]:
+    """Train the entrants (one `signature`, equal data) as one stacked population; each one's
+    FitResult is what `fit.fit_members` returns for it alone. `interrupted` is polled before
+    each mini-batch: when it says so, `Interrupted` (with no state: the members start again)."""
+    first = entrants[0]
+    data, task = first.member.data, first.member.data.task
+    device = data.x_train.device
+    score = "val_acc" if task == "classification" else "val_rmse"
+    names = ["train_loss", "val_loss", score]
+    models = [e.member.model for e in entrants]
+    if len(models) > 1 and not stackable(models):
+        raise ValueError("population members must share one stackable architecture")
+    model = Stacked(models)
+    live = list(range(len(entrants)))
+    optimizer = StackedOptimizer(model, [e.member.optimizer for e in entrants])
+    progress = [_Progress(e.stopper) for e in entrants]
+    for i, p in enumerate(progress):
+        p.best = Stacked.member_state(model.snapshot(), i)
+    shuffles = [torch.Generator(device=device).manual_seed(e.seed) for e in entrants]
+    l1 = torch.tensor([e.l1 for e in entrants], device=device)
+    n = len(data.x_train)
+    bounds = batch_bounds(n, first.batch_size)
+    x_val, y_val = data.x_val, data.y_val
+    autocast = _autocast(first.precision, device)
+
+    for epoch in range(1, max(e.max_epochs for e in entrants) + 1):
+        started = time.perf_counter()
+        k = len(live)
+        model.train()
+        orders = torch.stack(
+            [torch.randperm(n, device=device, generator=shuffles[i]) for i in live]
+        )
+        penalized = model.decayed_parameters() if bool((l1 > 0).any()) else []
+        loss_sum = torch.zeros(k, device=device)
+        for start, end in bounds:
+            if interrupted is not None and interrupted():
+                raise Interrupted({}, epoch)
+            idx = orders[:, start:end]
+            with autocast():
+                out = model(data.x_train[idx]).float()
+            losses = _row_losses(out, data.y_train[idx], task).mean(dim=1)
+            objective = losses.sum()
+            if penalized:
+                objective = objective + sum(
+                    (l1.view(-1, *[1] * (w.dim() - 1)) * w.abs()).sum() for w in penalized
+                )
+            optimizer.zero_grad()
+            objective.backward()
+            optimizer.step()
+            loss_sum.add_(losses.detach(), alpha=end - start)
+        val = evaluate(
+            model,
+            x_val.expand(k, *x_val.shape),
+            y_val.expand(k, *y_val.shape),
+            task,
+            data.y_scale,
+            autocast=autocast,
+            mask=torch.ones(k, len(x_val), dtype=torch.bool, device=device),
+        )
+        rows = torch.stack([loss_sum / n, val["loss"], val[score[4:]]], dim=-1).tolist()
+        snapshot: dict[str, torch.Tensor] | None = None
+        stays: list[int] = []
+        for j, i in enumerate(live):
+            e, p = entrants[i], progress[i]
+            own = dict(zip(names, rows[j], strict=True))
+            metrics = {**own, "lr": e.member.optimizer.param_groups[0]["lr"]}
+            _step_scheduler(e.member, metrics[e.monitor])
+            metrics["epoch_seconds"] = time.perf_counter() - started
+            p.history.append(metrics)
+            if not all(math.isfinite(metrics[k]) for k in names):
+                p.status = "diverged"
+            elif p.stopper.update(metrics[e.monitor], epoch):
+                snapshot = snapshot if snapshot is not None else model.snapshot()
+                p.best = Stacked.member_state(snapshot, j)
+                p.best_metrics, p.member_metrics = dict(metrics), [own]
+            reason = e.on_epoch(epoch, metrics) if e.on_epoch else None
+            if not p.status and reason:
+                p.status = reason
+            elif not p.status and p.stopper.should_stop:
+                p.status = "early_stopped"
+            elif not p.status and epoch >= e.max_epochs:
+                p.status = "completed"
+            if not p.status:
+                stays.append(j)
+        if len(stays) < k:
+            if not stays:
+                break
+            model.keep(stays)
+            optimizer.keep(stays)
+            l1 = l1[torch.tensor(stays, device=device)]
+            live = [live[j] for j in stays]
+        optimizer.refresh()  # the schedulers' new learning rates
+
+    results = []
+    for e, p in zip(entrants, progress, strict=True):
+        e.member.model.load_state_dict(p.best)
+        results.append(
+            FitResult(
+                best_value=p.stopper.best,
+                best_epoch=p.stopper.best_epoch,
+                epochs_run=len(p.history),
+                status_reason=p.status or "completed",
+                history=p.history,
+                best_metrics=p.best_metrics,
+                best_state=p.best,
+                member_metrics=p.member_metrics,
+            )
+        )
+    return results
+
+
+def _step_scheduler(member: Member, monitored: float) -> None:
+    scheduler = member.scheduler
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(monitored)
+    elif scheduler is not None:
+        scheduler.step()
+
+
+def _autocast(precision: str, device: torch.device) -> Callable[[], Any]:
+    import contextlib
+
+    dtype = {"bf16": torch.bfloat16}.get(precision)
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+# -- the meeting point of a population's jobs ------------------------------------------------
+
+_local = threading.local()
+
+
+def seat() -> Seat | None:
+    """The population seat of the job running in this thread (None: it trains alone)."""
+    return getattr(_local, "seat", None)
+
+
+class Seat:
+    """A job's place in a population. The driver runs the job in a thread of its own and takes
+    turns with it: the job runs until it hands over its training (`join`) or ends; the driver
+    gathers the others, trains them all, and gives each its result (`resume`), after which the
+    job runs to its end. Only one of them runs at a time, so Hydra's and the job's process-wide
+    state (the runtime config, the environment, logging) belong to the job that runs."""
+
+    def __init__(self) -> None:
+        self._turn = threading.Event()
+        self._back = threading.Event()
+        self.entrant: Entrant | None = None
+        self.result: FitResult | None = None
+        self.error: BaseException | None = None  # raised in the job by `join`
+        self.returned: Any = None  # what the job's function returned
+        self.raised: BaseException | None = None  # what escaped it
+        self._thread: threading.Thread | None = None
+
+    # the job's side
+    def join(self, entrant: Entrant) -> FitResult | None:
+        """Hand over the job's training; its result, or None: train alone."""
+        self.entrant = entrant
+        self._pass()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def _pass(self) -> None:
+        self._turn.clear()
+        self._back.set()
+        self._turn.wait()
+
+    # the driver's side
+    def start(self, job: Callable[[], Any]) -> None:
+        """Run `job` in its thread until it joins or ends."""
+
+        def body() -> None:
+            _local.seat = self
+            self._turn.wait()
+            try:
+                self.returned = job()
+            except BaseException as e:  # noqa: BLE001 - handed to the driver
+                self.raised = e
+            finally:
+                _local.seat = None
+                self._back.set()
+
+        self._thread = threading.Thread(target=body, name="population-member", daemon=True)
+        self._thread.start()
+        self._give_turn()
+
+    def resume(self, result: FitResult | None = None, error: BaseException | None = None) -> None:
+        """Give the job its result (or None: train alone; or an error to raise) and let it
+        run to its end."""
+        self.result, self.error = result, error
+        self._give_turn()
+        assert self._thread is not None
+        self._thread.join()
+
+    @property
+    def joined(self) -> bool:
+        return self.entrant is not None and self._thread is not None and self._thread.is_alive()
+
+    def _give_turn(self) -> None:
+        self._back.clear()
+        self._turn.set()
+        while not self._back.wait(0.5):  # interruptible by Ctrl-C in the driver
+            pass
