@@ -240,6 +240,14 @@ CLI_CASES = [
         ["hydra.launcher.n_jobs=0", "integer >= 1"],
     ),
     (
+        ["-m", "search=random", "hydra/launcher=population", "hydra.launcher.size=0"],
+        ["hydra.launcher.size=0", "integer >= 1"],
+    ),
+    (
+        ["-m", "lr=0.1,0.01", "hydra/launcher=population", "hydra.launcher.size=-3"],
+        ["hydra.launcher.size=-3", "integer >= 1"],
+    ),
+    (
         ["-m", "hydra/sweeper=hypersweep", "hydra/sweeper/sampler=motpe", "lr=interval(0.01, 1)"],
         ["motpe", "removed"],
     ),

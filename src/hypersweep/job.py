@@ -33,7 +33,7 @@ from hypersweep import build
 from hypersweep.config import ConfigError, metric_mode, objective_metric, validate
 from hypersweep.context import JobContext
 from hypersweep.core import data as data_module
-from hypersweep.core import preemption
+from hypersweep.core import population, preemption
 from hypersweep.core.checkpoint import load_checkpoint, save_checkpoint, save_resume_state
 from hypersweep.core.fit import (
     EarlyStopping,
@@ -228,6 +228,10 @@ class Job:
         try:
             if saved is not None and saved["phase"] == "refit":
                 return FitResult(**saved["state"]["result"])
+            if (seat := population.seat()) is not None and saved is None and not self.cv_folds:
+                result = self._in_population(seat, on_epoch)
+                if result is not None:
+                    return result
             with self.limit.running():
                 return fit_members(
                     self.members,
@@ -243,6 +247,32 @@ class Job:
             raise self._preempted("fit", stop.state, stop.epoch) from None
         finally:
             progress.close()
+
+    def _in_population(self, seat: population.Seat, on_epoch: Any) -> FitResult | None:
+        """Train as a member of the population the launcher gathers (None: alone). Stopped by
+        a signal, a member has no state of its own to save: its run is KILLED and its trial
+        runs again from the start."""
+        assert self.job_run is not None
+        (member,) = self.members
+        entrant = population.Entrant(
+            member,
+            max_epochs=self.cfg.trainer.max_epochs,
+            stopper=self.stopper,
+            monitor=self.monitor,
+            on_epoch=on_epoch,
+            name=self.run_name,
+            **self.train,
+        )
+        try:
+            return seat.join(entrant)
+        except Interrupted as stop:
+            self.job_run.log_summary({}, {"status_reason": "preempted"})
+            if self.reporter is not None:
+                self.reporter.preempted()
+            raise preemption.stop(
+                f"{self.run_name} stopped in epoch {stop.epoch} with its population; run "
+                f"{self.job_run.run_id} is KILLED: the same command runs it again"
+            ) from None
 
     def _preempted(self, phase: str, state: dict[str, Any], epoch: int) -> preemption.Preempted:
         """Save the state a signal stopped, for the same command to continue."""

@@ -500,14 +500,15 @@ class HypersweepSweeperImpl(Sweeper):
     ) -> None:
         if hasattr(self.launcher, "submit"):
             return self._run_stage_async(study, params, fixed, target, budget)
+        # A launcher that trains a batch together (`hydra/launcher=population`) takes its size.
+        per_batch = max(self.settings.n_jobs, getattr(self.launcher, "batch_size", 1))
         while (done := trials_counted(study)) < target:
             preemption.raise_if_requested("between trials: the same command continues the study")
             batch: list[optuna.Trial] = []
             try:
                 with _sigint_held():  # every trial asked is in `batch`
-                    for _ in range(min(self.settings.n_jobs, target - done)):
-                        batch.append(ask(study))
-                overrides = [self._trial_overrides(study, t, params, fixed) for t in batch]
+                    size = min(per_batch, target - done)
+                    overrides = self._ask_batch(study, batch, size, params, fixed)
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             except BaseException as e:
                 # No lost trial: a crash of the batch fails its trials; a stopped one is run
@@ -518,6 +519,36 @@ class HypersweepSweeperImpl(Sweeper):
             self.job_idx += len(returns)
             for trial, ret in zip(batch, returns, strict=True):
                 self._tell_and_check(study, trial, ret, budget)
+
+    def _ask_batch(
+        self,
+        study: optuna.Study,
+        batch: list[optuna.Trial],
+        size: int,
+        params: list[Param],
+        fixed: dict[str, str | None],
+    ) -> list[list[str]]:
+        """Ask `size` trials into `batch`; their overrides. For a launcher that trains a batch
+        as populations (`per_member`), the batch is homogeneous: the first trial is sampled in
+        full, the others with its structural params fixed (enqueued partial params), so the
+        sampler chooses the structure once per batch and each member's own values."""
+        per_member = getattr(self.launcher, "per_member", None)
+        if isinstance(study.sampler, optuna.samplers.GridSampler):
+            per_member = None  # the grid decides every value
+        overrides = []
+        for i in range(size):
+            if i > 0 and per_member is not None:
+                first = batch[0].params
+                shared = {
+                    p.name: first[p.name]
+                    for p in params
+                    if p.name in first and not per_member(p.key)
+                }
+                if shared:
+                    study.enqueue_trial(shared, skip_if_exists=False)
+            batch.append(ask(study))
+            overrides.append(self._trial_overrides(study, batch[-1], params, fixed))
+        return overrides
 
     def _run_stage_async(
         self,

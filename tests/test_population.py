@@ -1,0 +1,305 @@
+"""Population training (`hydra/launcher=population`): trials of one architecture train as one
+stacked model, each with its own hyperparameters, and each member trains as its config trains
+alone: the same per-epoch metrics, stopping epoch, status and best weights."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_sweeper import child_runs, load
+
+from hypersweep.build import member
+from hypersweep.core import data as data_module
+from hypersweep.core.checkpoint import load_checkpoint
+from hypersweep.core.fit import EarlyStopping, fit_members
+from hypersweep.core.population import Entrant, fit_population, populations
+from hypersweep.core.stacking import Stacked
+
+from conftest import TINY, compose_cfg, train
+
+EPOCHS = ["trainer.max_epochs=5", "trainer.batch_size=64", "data=digits"]
+
+
+def _cfgs(common: list[str], each: list[list[str]]):
+    return [compose_cfg([*TINY, *EPOCHS, *common, *own]) for own in each]
+
+
+def _entrant(cfg, data, on_epoch=None) -> Entrant:
+    es = cfg.trainer.early_stopping
+    return Entrant(
+        member(cfg, data, None),  # as its job builds it: its own seed, optimizer, schedule
+        max_epochs=cfg.trainer.max_epochs,
+        stopper=EarlyStopping(es.resolved_mode, es.patience, es.min_delta),
+        monitor=es.monitor,
+        batch_size=cfg.trainer.batch_size,
+        l1=cfg.regularization.l1,
+        seed=cfg.trainer.seed,
+        on_epoch=on_epoch,
+    )
+
+
+def _alone(cfg, data):
+    e = _entrant(cfg, data)
+    options = {"max_epochs": e.max_epochs, "batch_size": e.batch_size, "l1": e.l1, "seed": e.seed}
+    return fit_members([e.member], stopper=e.stopper, monitor=e.monitor, **options)
+
+
+def _assert_trained_as_alone(together, alone, rel=1e-5):
+    assert together.status_reason == alone.status_reason
+    assert (together.epochs_run, together.best_epoch) == (alone.epochs_run, alone.best_epoch)
+    for epoch, (t, a) in enumerate(zip(together.history, alone.history, strict=True), 1):
+        for key in ("train_loss", "val_loss", "val_acc", "lr"):
+            assert t[key] == pytest.approx(a[key], rel=rel), (epoch, key)
+    assert together.best_metrics.keys() == alone.best_metrics.keys()
+    for k, v in alone.best_state.items():
+        assert torch.allclose(together.best_state[k], v, rtol=1e-4, atol=1e-5), k
+
+
+# Every optimizer family, each with members that differ in what a member may have of its own.
+CASES = {
+    "adam": (
+        ["optimizer=adam"],
+        [
+            ["lr=0.001"],
+            ["lr=0.003", "momentum=0.8", "trainer.seed=1"],
+            ["lr=0.01", "optimizer.beta2=0.99", "optimizer.eps=1e-6", "regularization.l2=1e-3"],
+        ],
+    ),
+    "adamw": (
+        ["optimizer=adamw"],
+        [["lr=0.001", "regularization.l2=0.01"], ["lr=0.003", "regularization.l2=0.1"]],
+    ),
+    "sgd, L1": (
+        ["optimizer=sgd"],
+        [["lr=0.1"], ["lr=0.03", "trainer.seed=2", "regularization.l1=1e-4"]],
+    ),
+    "momentum, schedules": (
+        ["optimizer=momentum"],
+        [
+            ["lr=0.1", "scheduler=exponential", "scheduler.gamma=0.7"],
+            ["lr=0.03", "momentum=0.5", "scheduler=piecewise", "scheduler.milestones=[2]"],
+            ["lr=0.01", "scheduler=cosine", "scheduler.T_max=3"],
+            ["lr=0.05", "scheduler=polynomial", "scheduler.power=2.0"],
+        ],
+    ),
+    "nesterov": (["optimizer=nesterov"], [["lr=0.1"], ["lr=0.03", "momentum=0.99"]]),
+    "rmsprop, plateau": (
+        ["optimizer=rmsprop"],
+        [
+            ["lr=0.001"],
+            ["lr=0.003", "optimizer.momentum=0.5", "optimizer.alpha=0.9"],
+            ["lr=0.002", "scheduler=plateau", "scheduler.patience=0", "scheduler.factor=0.3"],
+        ],
+    ),
+    "batch norm, own stopping": (
+        ["optimizer=momentum", "regularization=batchnorm", "trainer.max_epochs=8"],
+        [
+            ["lr=0.01", "trainer.early_stopping.patience=1"],
+            ["lr=0.02", "trainer.max_epochs=3"],
+            ["lr=0.005", "trainer.early_stopping.patience=2", "trainer.seed=3"],
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_member_trains_as_its_config_trains_alone(case):
+    common, each = CASES[case]
+    cfgs = _cfgs(common, each)
+    data = data_module.load(cfgs[0].data)
+    entrants = [_entrant(c, data) for c in cfgs]
+    assert populations(entrants) == [list(range(len(cfgs)))]  # one population
+    together = fit_population(entrants)
+    for cfg, t in zip(cfgs, together, strict=True):
+        _assert_trained_as_alone(t, _alone(cfg, data))
+    # each member's own model holds its best weights, loadable alone
+    for e, t in zip(entrants, together, strict=True):
+        assert all(torch.equal(v, e.member.model.state_dict()[k]) for k, v in t.best_state.items())
+
+
+def test_a_member_that_stops_leaves_the_stack_and_the_others_go_on():
+    # lr=1e3 diverges in its first epoch; the pruned one stops after epoch 2, by its callback
+    cfgs = _cfgs(["optimizer=sgd"], [["lr=0.1"], ["lr=1e3"], ["lr=0.05", "trainer.seed=4"]])
+    data = data_module.load(cfgs[0].data)
+    seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
+
+    def reporter(i):
+        def on_epoch(epoch, metrics):
+            seen[i].append(epoch)
+            return "pruned" if i == 2 and epoch == 2 else None
+
+        return on_epoch
+
+    sizes = []
+    original = Stacked.keep
+
+    def keep(self, index):
+        sizes.append(len(index))
+        original(self, index)
+
+    entrants = [_entrant(c, data, reporter(i)) for i, c in enumerate(cfgs)]
+    Stacked.keep = keep
+    try:
+        together = fit_population(entrants)
+    finally:
+        Stacked.keep = original
+    assert [t.status_reason for t in together] == ["completed", "diverged", "pruned"]
+    assert seen == {0: [1, 2, 3, 4, 5], 1: [1], 2: [1, 2]}
+    assert sizes == [2, 1]  # the stack shrank as they stopped
+    assert not math.isfinite(together[1].history[0]["train_loss"])
+    _assert_trained_as_alone(together[0], _alone(cfgs[0], data))
+
+
+def test_each_member_drops_out_at_its_own_rate():
+    rates = (0.1, 0.5, 0.8)
+    models = [torch.nn.Sequential(torch.nn.Linear(8, 8192), torch.nn.Dropout(p)) for p in rates]
+    for m in models:  # every unit positive before dropout: a zero is a dropped unit
+        torch.nn.init.constant_(m[0].weight, 0.1)
+        torch.nn.init.constant_(m[0].bias, 1.0)
+    stacked = Stacked(models).train()
+    with torch.no_grad():
+        out = stacked(torch.ones(3, 4, 8))
+    for i, p in enumerate(rates):
+        assert (out[i] == 0).float().mean().item() == pytest.approx(p, abs=0.01)
+        kept = out[i][out[i] != 0]
+        assert torch.allclose(kept, torch.full_like(kept, 1.8 / (1 - p)))  # inverted dropout
+    with torch.no_grad():  # evaluation drops nothing
+        assert torch.allclose(stacked.eval()(torch.ones(3, 4, 8)), torch.full((3, 4, 8192), 1.8))
+    stacked.keep([2, 0])  # a stack that lost a member keeps the others' rates
+    with torch.no_grad():
+        out = stacked.train()(torch.ones(2, 4, 8))
+    assert (out[0] == 0).float().mean().item() == pytest.approx(0.8, abs=0.01)
+    assert (out[1] == 0).float().mean().item() == pytest.approx(0.1, abs=0.01)
+
+
+def test_members_that_cannot_share_a_stack_are_told_apart():
+    cfgs = [
+        compose_cfg([*TINY, *EPOCHS, *o])
+        for o in (
+            ["optimizer=adam"],
+            ["optimizer=adam", "lr=0.01", "trainer.seed=1"],
+            ["optimizer=sgd"],  # another optimizer family
+            ["optimizer=adam", "model.hidden_units=32"],  # another architecture
+            ["optimizer=adam", "trainer.batch_size=32"],
+        )
+    ]
+    data = data_module.load(cfgs[0].data)
+    entrants = [_entrant(c, data) for c in cfgs]
+    assert populations(entrants) == [[0, 1], [2], [3], [4]]
+    other = data_module.load(compose_cfg([*TINY, *EPOCHS, "data.split_seed=1"]).data)
+    assert populations([entrants[0], _entrant(cfgs[1], other)]) == [[0], [1]]  # other data
+
+
+# -- the launcher ------------------------------------------------------------------------------
+
+POPULATION = ["hydra/launcher=population", "hydra.launcher.size=3"]
+# Adam at lr=0.1 turns float noise in near-zero gradients into whole steps (~2e-5 apart).
+GRID = ["data=iris", "trainer.max_epochs=4", "model.hidden_units=8", "lr=0.03,0.01,0.003,0.001"]
+
+
+def _curves(client, run) -> dict[str, list[float]]:
+    return {
+        k: [m.value for m in sorted(client.get_metric_history(run.info.run_id, k), key=_step)]
+        for k in ("train_loss", "val_loss", "val_acc", "lr")
+    }
+
+
+def _own(params: dict[str, str]) -> dict[str, str]:
+    """A run's params but where its command ran (its store's path)."""
+    return {k: v for k, v in params.items() if not k.startswith("tracking.")}
+
+
+def _step(m):
+    return m.step
+
+
+def test_a_grid_in_populations_logs_what_it_logs_one_job_at_a_time(tmp_path, mlflow_client):
+    alone_dir, pop_dir = tmp_path / "alone", tmp_path / "population"
+    for cwd, launcher in ((alone_dir, []), (pop_dir, POPULATION)):
+        cwd.mkdir()
+        result = train(["-m", *GRID, "optimizer=adam,momentum", *launcher], cwd=cwd)
+        assert result.returncode == 0, result.stderr[-4000:]
+    from mlflow import MlflowClient
+
+    def runs(cwd: Path):
+        client = MlflowClient(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
+        return client, {r.data.tags["overrides"]: r for r in child_runs(client)}
+
+    (ca, alone), (cp, pop) = runs(alone_dir), runs(pop_dir)
+    assert len(pop) == 8 and pop.keys() == alone.keys()
+    for key, a in alone.items():
+        p = pop[key]
+        assert p.info.status == a.info.status == "FINISHED"
+        assert _own(p.data.params) == _own(a.data.params)
+        for tag in ("status_reason", "job_num", "overrides"):
+            assert p.data.tags[tag] == a.data.tags[tag]
+        assert set(p.data.metrics) == set(a.data.metrics)
+        for name, value in a.data.metrics.items():
+            if name not in ("epoch_seconds",) and not name.endswith("seconds"):
+                assert p.data.metrics[name] == pytest.approx(value, rel=1e-5), (key, name)
+        curves_p, curves_a = _curves(cp, p), _curves(ca, a)
+        for name, values in curves_a.items():
+            assert curves_p[name] == pytest.approx(values, rel=1e-5), name
+        arts = {f.path for f in cp.list_artifacts(p.info.run_id)}
+        assert {"config.yaml", "overrides.yaml", "checkpoints", "plots"} <= arts
+        out = Path(p.data.tags["output_dir"])
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            assert (out / ".hydra" / name).is_file()
+        overrides = yaml.safe_load((out / ".hydra" / "overrides.yaml").read_text())
+        assert " ".join(overrides) == key
+        ckpt = load_checkpoint(out / "checkpoints" / "best.pt")
+        assert ckpt["epoch"] == int(p.data.metrics["best_epoch"])
+        assert (out / "train.log").read_text().count(p.info.run_id) == 1  # its own log line
+    stdout = result.stdout + result.stderr
+    # two families, four jobs each, populations of three at most
+    assert stdout.count("population of 3") == 2 and stdout.count("population of") == 2
+    assert "#3 " in stdout
+
+
+def test_the_sweeper_hands_a_population_its_trials_and_prunes_each_alone(tmp_path, store):
+    result = train(
+        [
+            "-m",
+            "search=hyperband",
+            "data=iris",
+            "model.hidden_units=8",
+            "trainer.max_epochs=9",
+            "hydra.sweeper.n_trials=8",
+            "hydra.sweeper.study_name=s",
+            "hydra/launcher=population",
+            "hydra.launcher.size=4",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    study = load(tmp_path)
+    assert len(study.trials) == 8
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+    assert (result.stdout + result.stderr).count("population of 4") == 2
+    from mlflow import MlflowClient
+
+    runs = child_runs(MlflowClient(store["uri"]))
+    assert sorted(int(r.data.tags["trial_number"]) for r in runs) == list(range(8))
+    for r in runs:
+        trial = study.trials[int(r.data.tags["trial_number"])]
+        assert r.data.tags["status_reason"] == trial.user_attrs["status_reason"]
+        assert r.info.status == "FINISHED"
+        if trial.state.name == "COMPLETE":
+            assert trial.value == pytest.approx(r.data.metrics["best_val_loss"])
+
+
+def test_a_job_that_cannot_join_runs_alone_in_the_same_sweep(tmp_path, store):
+    result = train(
+        ["-m", *GRID[:3], "lr=0.1,0.01", "data.cv_folds=2,null", *POPULATION], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = result.stdout + result.stderr
+    assert out.count("runs alone: data.cv_folds") == 2 and "population of 2" in out
+    from mlflow import MlflowClient
+
+    runs = child_runs(MlflowClient(store["uri"]))
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
