@@ -206,7 +206,7 @@ class PoolLauncher(Launcher):
             self.config, list(overrides)
         )
         with open_dict(sweep_config):
-            sweep_config.hydra.job.id = job_idx
+            sweep_config.hydra.job.id = str(job_idx)
             sweep_config.hydra.job.num = job_idx
         return self._pool.submit(_run, sweep_config)
 

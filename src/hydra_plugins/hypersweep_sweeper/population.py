@@ -163,7 +163,7 @@ class PopulationLauncher(Launcher):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(cfg):
-                cfg.hydra.job.id = idx
+                cfg.hydra.job.id = str(idx)
                 cfg.hydra.job.num = idx
             configs.append(cfg)
         returns: list[JobReturn | None] = [None] * len(configs)
