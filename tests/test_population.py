@@ -5,11 +5,13 @@ alone: the same per-epoch metrics, stopping epoch, status and best weights."""
 from __future__ import annotations
 
 import math
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from optuna.trial import TrialState
 from test_sweeper import child_runs, load
 
 from hypersweep.build import member
@@ -19,7 +21,7 @@ from hypersweep.core.fit import EarlyStopping, fit_members
 from hypersweep.core.population import Entrant, fit_population, populations
 from hypersweep.core.stacking import Stacked
 
-from conftest import TINY, compose_cfg, train
+from conftest import TINY, compose_cfg, kill_train_when, train
 
 EPOCHS = ["trainer.max_epochs=5", "trainer.batch_size=64", "data=digits"]
 
@@ -303,3 +305,55 @@ def test_a_job_that_cannot_join_runs_alone_in_the_same_sweep(tmp_path, store):
 
     runs = child_runs(MlflowClient(store["uri"]))
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_stopped_population_leaves_no_run_running_and_the_same_command_runs_it_again(
+    tmp_path, store, mlflow_client
+):
+    args = [
+        "-m",
+        "hydra/sweeper=hypersweep",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.study_name=s",
+        "lr=tag(log, interval(1e-3, 1e-1))",
+        "data=iris",
+        "model.hidden_units=8",
+        *POPULATION,
+    ]
+    long = ["trainer.max_epochs=400", "trainer.early_stopping.patience=1000"]
+    journal = tmp_path / "multirun" / "optuna.journal"
+    log = tmp_path / "stderr.txt"
+
+    def training() -> bool:  # every member of the first population has reported epochs
+        trials = load(tmp_path).trials if journal.exists() else []
+        return len(trials) == 3 and all(len(t.intermediate_values) > 2 for t in trials)
+
+    proc, _ = kill_train_when(
+        [*args, *long, "trainer.batch_size=8"],
+        tmp_path,
+        training,
+        240,
+        "the population never trained",
+        sig=signal.SIGTERM,
+        stderr=log,
+    )
+    assert proc.returncode == 128 + signal.SIGTERM
+    said = [line for line in log.read_text().splitlines() if line.startswith("hypersweep:")]
+    assert len(said) == 1 and "3 job(s) stopped" in said[0], said
+    assert "Traceback" not in log.read_text()
+    runs = child_runs(mlflow_client)
+    assert len(runs) == 3
+    assert all(r.info.status == "KILLED" for r in runs)
+    assert all(r.data.tags["status_reason"] == "preempted" for r in runs)
+    trials = load(tmp_path).trials
+    assert [t.user_attrs.get("status_reason") for t in trials] == ["preempted"] * 3
+
+    result = train([*args, "trainer.max_epochs=3"], cwd=tmp_path)  # the same study, shorter
+    assert result.returncode == 0, result.stderr[-3000:]
+    done = load(tmp_path).get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 6
+    again = {t.user_attrs.get("continues_trial"): t for t in done}
+    for old in trials:  # each stopped trial ran again with its own params
+        assert again[old.number].params == old.params
+    finished = [r for r in child_runs(mlflow_client) if r.info.status == "FINISHED"]
+    assert len(finished) == 6

@@ -265,14 +265,11 @@ class Job:
         )
         try:
             return seat.join(entrant)
-        except Interrupted as stop:
+        except Interrupted:
             self.job_run.log_summary({}, {"status_reason": "preempted"})
             if self.reporter is not None:
                 self.reporter.preempted()
-            raise preemption.stop(
-                f"{self.run_name} stopped in epoch {stop.epoch} with its population; run "
-                f"{self.job_run.run_id} is KILLED: the same command runs it again"
-            ) from None
+            raise preemption.stop(None) from None  # the launcher says it for them all
 
     def _preempted(self, phase: str, state: dict[str, Any], epoch: int) -> preemption.Preempted:
         """Save the state a signal stopped, for the same command to continue."""

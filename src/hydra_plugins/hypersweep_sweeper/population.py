@@ -18,6 +18,7 @@ last one first, records and ends as it would alone.
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -223,7 +224,7 @@ class PopulationLauncher(Launcher):
         joined = [s for s in seats if s.joined]
         entrants = [s.entrant for s in joined]
         outcome: dict[int, tuple[Any, BaseException | None]] = {}  # by id(seat)
-        stopped: BaseException | None = None
+        stopped: Interrupted | None = None
         for group in populations(entrants):  # type: ignore[arg-type]
             members = [joined[i] for i in group]
             if len(group) == 1 or stopped is not None:
@@ -258,6 +259,15 @@ class PopulationLauncher(Launcher):
         os.environ.clear()
         os.environ.update(environment)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        if stopped is not None:
+            print(
+                f"hypersweep: preempted ({preemption.name(preemption.requested() or 15)}): "
+                f"{sum(e is stopped for _, e in outcome.values())} job(s) stopped in epoch "
+                f"{stopped.epoch} of their population, "
+                "their runs KILLED: the same command runs them again",
+                file=sys.stderr,
+                flush=True,
+            )
         for seat in seats:
             if seat.raised is not None:  # a preemption (SystemExit), or Hydra's own error
                 raise seat.raised

@@ -87,11 +87,14 @@ def name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
-def stop(what: str) -> Preempted:
-    """Print `hypersweep: preempted (SIGTERM): <what>` and return the Preempted to raise."""
+def stop(what: str | None) -> Preempted:
+    """Print `hypersweep: preempted (SIGTERM): <what>` and return the Preempted to raise
+    (`what=None`: print nothing, the caller says it for several)."""
     assert _received is not None
     line = f"hypersweep: preempted ({name(_received)}): {what}"
-    if _idle is not None:
+    if what is None:
+        pass
+    elif _idle is not None:
         logging.getLogger("hypersweep").warning(line)
     else:
         print(line, file=sys.stderr, flush=True)
