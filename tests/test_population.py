@@ -258,7 +258,8 @@ def test_a_grid_in_populations_logs_what_it_logs_one_job_at_a_time(tmp_path, mlf
         assert (out / "train.log").read_text().count(p.info.run_id) == 1  # its own log line
     stdout = result.stdout + result.stderr
     # two families, four jobs each, populations of three at most
-    assert stdout.count("population of 3") == 2 and stdout.count("population of") == 2
+    assert stdout.count("population of 3: #") == 2 and stdout.count("population of") == 4
+    assert stdout.count("member-epochs in") == 2  # what each population trained, and its logging
     assert "#3 " in stdout
 
 
@@ -281,7 +282,7 @@ def test_the_sweeper_hands_a_population_its_trials_and_prunes_each_alone(tmp_pat
     study = load(tmp_path)
     assert len(study.trials) == 8
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
-    assert (result.stdout + result.stderr).count("population of 4") == 2
+    assert (result.stdout + result.stderr).count("population of 4: #") == 2
     from mlflow import MlflowClient
 
     runs = child_runs(MlflowClient(store["uri"]))
@@ -300,7 +301,7 @@ def test_a_job_that_cannot_join_runs_alone_in_the_same_sweep(tmp_path, store):
     )
     assert result.returncode == 0, result.stderr[-4000:]
     out = result.stdout + result.stderr
-    assert out.count("runs alone: data.cv_folds") == 2 and "population of 2" in out
+    assert out.count("runs alone: data.cv_folds") == 2 and "population of 2: #" in out
     from mlflow import MlflowClient
 
     runs = child_runs(MlflowClient(store["uri"]))
@@ -357,3 +358,25 @@ def test_a_stopped_population_leaves_no_run_running_and_the_same_command_runs_it
         assert again[old.number].params == old.params
     finished = [r for r in child_runs(mlflow_client) if r.info.status == "FINISHED"]
     assert len(finished) == 6
+
+
+def test_metric_writes_of_many_runs_share_a_budget_of_the_process_time(monkeypatch):
+    """A population's hundreds of runs each flush when due only while the process's flush
+    budget lasts: writes take about `share` of the wall time, however many runs are due."""
+    from hypersweep.tracking import runs
+
+    clock = [100.0]
+    monkeypatch.setattr(runs.time, "monotonic", lambda: clock[0])
+    budget = runs.FlushBudget(share=0.05, burst=0.5)
+    writes = 0
+    for _ in range(1000):  # 1000 ticks of 0.1 s, 256 runs due at each, a write costs 20 ms
+        clock[0] += 0.1
+        for _run in range(256):
+            if budget.allows():
+                budget.spend(0.02)
+                clock[0] += 0.02
+                writes += 1
+    wall = clock[0] - 100.0
+    assert 0.04 <= writes * 0.02 / wall <= 0.06 + 0.5 / wall  # the share, plus one burst
+    lone = runs.FlushBudget()
+    assert lone.allows()  # one job, nothing spent: never held back

@@ -19,6 +19,7 @@ last one first, records and ends as it would alone.
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -112,6 +113,26 @@ def structure(cfg: DictConfig) -> str:
     return repr(sorted(flat.items()))
 
 
+def _time_callbacks(entrants: list[Any]) -> list[float]:
+    """Wrap each entrant's per-epoch callback to add its seconds to the returned total."""
+    spent = [0.0]
+
+    def timed(callback: Any) -> Any:
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> str | None:
+            started = time.perf_counter()
+            try:
+                return callback(epoch, metrics)
+            finally:
+                spent[0] += time.perf_counter() - started
+
+        return on_epoch
+
+    for e in entrants:
+        if e.on_epoch is not None:
+            e.on_epoch = timed(e.on_epoch)
+    return spent
+
+
 class PopulationLauncher(Launcher):
     def __init__(self, size: int = 16) -> None:
         self.size = size
@@ -195,8 +216,7 @@ class PopulationLauncher(Launcher):
     def _run(self, cfg: DictConfig) -> JobReturn:
         """One job, as Hydra's basic launcher runs it."""
         assert self.hydra_context is not None and self.task_function is not None
-        HydraConfig.instance().set_config(cfg)
-        ret = run_job(
+        ret = run_job(  # sets Hydra's runtime config to the job's
             hydra_context=self.hydra_context,
             task_function=self.task_function,
             config=cfg,
@@ -233,11 +253,11 @@ class PopulationLauncher(Launcher):
                 continue
             jobs = ", ".join(f"#{number[id(s)]}" for s in members)
             log.info("\tpopulation of %d: %s", len(group), jobs)
+            entrants_of = [s.entrant for s in members]
+            spent = _time_callbacks(entrants_of)  # type: ignore[arg-type]
+            started = time.perf_counter()
             try:
-                results = fit_population(
-                    [s.entrant for s in members],  # type: ignore[misc]
-                    interrupted=preemption.requested,
-                )
+                results = fit_population(entrants_of, interrupted=preemption.requested)  # type: ignore[arg-type]
             except Interrupted as stop:
                 stopped = stop
                 results = [None] * len(members)
@@ -248,6 +268,17 @@ class PopulationLauncher(Launcher):
                 continue
             for s, result in zip(members, results, strict=True):
                 outcome[id(s)] = (result, stopped)
+            if stopped is None:
+                wall = time.perf_counter() - started
+                epochs = sum(r.epochs_run for r in results if r is not None)
+                log.info(
+                    "\tpopulation of %d: %d member-epochs in %.1f s, %.0f%% of it the members' "
+                    "per-epoch logging and pruning",
+                    len(group),
+                    epochs,
+                    wall,
+                    100 * spent[0] / max(wall, 1e-9),
+                )
         # The last job first: Hydra's per-job state (the environment, the runtime config) is
         # restored as each one ends, in the reverse order of their starts.
         for seat, cfg in reversed(list(zip(seats, configs, strict=True))):
