@@ -120,6 +120,29 @@ def test_a_worker_that_dies_loses_no_trial_and_leaves_no_run_running(
     assert died.info.status == "KILLED" and died.data.tags["status_reason"] == "interrupted"
 
 
+def test_a_trial_asked_as_the_pool_breaks_is_run_again_not_left_running(tmp_path, store):
+    args = [
+        *POOL,
+        "hydra.launcher._target_=hydra_plugins.breaking_pool.PoolThatBreaks",
+        "hydra/sweeper=hypersweep",
+        "hydra/sweeper/sampler=grid",
+        "model.hidden_units=choice(8, 13, 16)",
+        "hydra.sweeper.n_trials=3",
+    ]
+    result = sweep(tmp_path, *args, env=HELPERS, check=False)
+    assert result.returncode == 1
+    assert "hypersweep: sweep stopped: a worker process died" in result.stderr
+    study = load(tmp_path)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    (asked,) = [t for t in study.trials if t.number == 2]
+    assert asked.state == TrialState.FAIL and asked.user_attrs["status_reason"] == "interrupted"
+    # The same command on a pool that works runs that trial again, and only it.
+    args = [a for a in args if "PoolThatBreaks" not in a]
+    sweep(tmp_path, *args, env=HELPERS)
+    done = load(tmp_path).get_trials(states=(TrialState.COMPLETE,))
+    assert sorted(t.params["model.hidden_units"] for t in done) == [8, 13, 16]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
 def test_a_stopped_pool_saves_its_running_trials_and_a_rerun_continues_them(
     tmp_path, store, mlflow_client, sig

@@ -565,6 +565,9 @@ class HypersweepSweeperImpl(Sweeper):
         slots = n_jobs if n_jobs > 1 else getattr(self.launcher, "n_jobs", 1)
         running: dict[Future, optuna.Trial] = {}
         stopped: list[optuna.Trial] = []  # preempted: their jobs saved their state
+        # Asked but not yet running: a submit can fail (the pool broke while the last trial
+        # ended), and the trial must not stay RUNNING in the study.
+        asked: list[optuna.Trial] = []
         grace_ends = math.inf
         try:
             while True:
@@ -574,9 +577,10 @@ class HypersweepSweeperImpl(Sweeper):
                     and trials_counted(study) + len(running) < target
                 ):
                     with _sigint_held():  # every trial asked is in `running`
-                        trial = ask(study)
-                        overrides = self._trial_overrides(study, trial, params, fixed)
-                        running[self.launcher.submit(overrides, self.job_idx)] = trial
+                        asked = [ask(study)]
+                        overrides = self._trial_overrides(study, asked[0], params, fixed)
+                        future = self.launcher.submit(overrides, self.job_idx)
+                        running[future] = asked.pop()
                     self.job_idx += 1
                 if preemption.requested():
                     # The workers got SIGTERM too (preemption.forward_to): their jobs save
@@ -611,9 +615,9 @@ class HypersweepSweeperImpl(Sweeper):
             for future in running:
                 future.cancel()
             trials = list(running.values()) + stopped
-            _fail_running(study, trials, close_runs=True, reason="interrupted")
+            _fail_running(study, trials + asked, close_runs=True, reason="interrupted")
             if isinstance(e, BrokenProcessPool):
-                numbers = ", ".join(str(t.number) for t in sorted(trials, key=lambda t: t.number))
+                numbers = ", ".join(str(t.number) for t in sorted(trials + asked, key=_number))
                 raise SweepFailed(
                     f"a worker process died while running trial {numbers} (killed, or out of "
                     "memory?); marked interrupted: the same command resumes the sweep"
@@ -918,6 +922,10 @@ def _sigint_held() -> Iterator[None]:
             previous(*held[0])  # Python's own handler: raises KeyboardInterrupt
         elif held and previous == signal.SIG_DFL:
             signal.raise_signal(signal.SIGINT)
+
+
+def _number(trial: optuna.Trial) -> int:
+    return trial.number
 
 
 def _fail_running(
