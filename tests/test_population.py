@@ -380,3 +380,44 @@ def test_metric_writes_of_many_runs_share_a_budget_of_the_process_time(monkeypat
     assert 0.04 <= writes * 0.02 / wall <= 0.06 + 0.5 / wall  # the share, plus one burst
     lone = runs.FlushBudget()
     assert lone.allows()  # one job, nothing spent: never held back
+
+
+def test_runs_due_to_flush_wait_for_the_budget_and_lose_no_metric(monkeypatch, store):
+    """JobRun.log_epoch asks the process's budget before a write: with the budget spent, many
+    runs due at every epoch write nothing until their summary, which writes all of it."""
+    from mlflow import MlflowClient
+
+    from hypersweep.tracking import runs
+
+    writes: list[str] = []
+    log_batch = MlflowClient.log_batch
+
+    def counted(self, run_id, metrics=(), *args, **kwargs):
+        if metrics:
+            writes.append(run_id)
+        return log_batch(self, run_id, metrics, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", counted)
+    client = MlflowClient(store["uri"])
+    experiment = client.create_experiment("budget")
+
+    def population(budget: runs.FlushBudget) -> list[runs.JobRun]:
+        monkeypatch.setattr(runs, "FLUSHES", budget)
+        members = [
+            runs.JobRun(store["uri"], experiment, f"m{i}", {}, {}, flush_every_s=0.0)
+            for i in range(4)
+        ]
+        for epoch in range(10):
+            for run in members:
+                run.log_epoch(epoch, {"val_loss": 1.0 / (epoch + 1)})
+        return members
+
+    spent = population(runs.FlushBudget(share=0.0, burst=0.0))
+    assert writes == []  # due at every epoch, held back by the spent budget
+    for run in spent:
+        run.log_summary({"best_val_loss": 0.1}, {})
+        history = client.get_metric_history(run.run_id, "val_loss")
+        assert sorted(m.step for m in history) == list(range(10))
+    writes.clear()
+    population(runs.FlushBudget(share=1.0, burst=1e9))
+    assert len(writes) == 4 * 10  # a budget that lasts: each run writes when due
