@@ -308,6 +308,16 @@ def test_a_job_that_cannot_join_runs_alone_in_the_same_sweep(tmp_path, store):
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
 
 
+def test_recurrent_models_train_alone_and_say_why(tmp_path, store, mlflow_client):
+    args = ["data=digits_seq", "model=rnn", "model.hidden_units=8", "trainer.max_epochs=1"]
+    result = train(["-m", *args, "lr=0.1,0.01", *POPULATION], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = result.stdout + result.stderr
+    assert out.count("trains alone: a recurrent layer") == 2 and "population of" not in out
+    runs = child_runs(mlflow_client)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+
+
 def test_a_stopped_population_leaves_no_run_running_and_the_same_command_runs_it_again(
     tmp_path, store, mlflow_client
 ):

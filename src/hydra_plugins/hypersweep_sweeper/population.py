@@ -231,6 +231,7 @@ class PopulationLauncher(Launcher):
         from hypersweep.core import preemption
         from hypersweep.core.fit import Interrupted
         from hypersweep.core.population import Seat, fit_population, populations
+        from hypersweep.core.population import why_alone as why_member_alone
 
         environment = dict(os.environ)
         seats: list[Seat] = []
@@ -247,6 +248,10 @@ class PopulationLauncher(Launcher):
         stopped: Interrupted | None = None
         for group in populations(entrants):  # type: ignore[arg-type]
             members = [joined[i] for i in group]
+            if len(group) == 1 and stopped is None:
+                (s,) = members
+                reason = why_member_alone(s.entrant) or "no other job has its structure"
+                log.info("#%d trains alone: %s", number[id(s)], reason)
             if len(group) == 1 or stopped is not None:
                 for s in members:  # alone (None), or not trained: stopped first
                     outcome[id(s)] = (None, stopped)
