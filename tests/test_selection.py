@@ -112,6 +112,13 @@ def test_best_tests_once_registers_and_the_champion_predicts(
     assert model(fresh).shape == (7, 10)
     info = mlflow.models.get_model_info("models:/digits-mlp@champion")
     assert info.signature is not None and info.saved_input_example_info is not None
+    # What loading the pickled model needs, pinned to the installed versions.
+    from importlib.metadata import version
+
+    local = mlflow.artifacts.download_artifacts("models:/digits-mlp@champion")
+    requirements = (Path(local) / "requirements.txt").read_text().split()
+    for package in ("torch", "hypersweep", "cloudpickle"):
+        assert f"{package}=={version(package)}" in requirements
 
     again = hypersweep(["best", "--sweep", parent.info.run_id], tmp_path, store["uri"])
     assert again.returncode == 0
