@@ -140,12 +140,15 @@ class JobRun:
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        self.flush()
+        summary = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        # What is buffered goes with the summary: one write where the run ends (MLflow splits
+        # a batch past its limits).
         self.client.log_batch(
             self.run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            metrics=self._buffer + summary,
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
+        self._buffer = []
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
