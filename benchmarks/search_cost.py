@@ -11,7 +11,11 @@ Then it checks that both ran the same trials: params, states, objective values a
 per-epoch value reported to the pruner, exactly. Each command runs in a fresh directory (the
 sweep against a copy of one migrated MLflow store, whose creation is not timed).
 
-    python benchmarks/search_cost.py [--trials 100] [--seeds 0 1]
+    python benchmarks/search_cost.py [--trials 100] [--seeds 0 1] [--baseline TREE]
+
+With --baseline, a checkout of another commit (`git worktree add ../before <commit>`) runs the
+sweep and `hypersweep best` too, with its own train.py and sources first on PYTHONPATH, beside
+the others for each seed: before and after in one run.
 
 Results: benchmarks/results/search_cost.json.
 """
@@ -30,11 +34,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+BEST = ["-c", "import sys; from hypersweep.cli import main; sys.exit(main())", "best"]
 
 
-def timed(command: list[str], cwd: Path) -> float:
+def timed(command: list[str], cwd: Path, tree: Path | None = None) -> float:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree / "src")
     start = time.perf_counter()
     out = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -74,28 +80,36 @@ def differences(ours: list[dict], plain: list[dict]) -> list[str]:
     return found
 
 
-def one_seed(seed: int, trials: int, store: Path) -> dict:
-    name = f"cost-{seed}"
+def sweep_and_best(
+    tree: Path, seed: int, trials: int, store: Path, name: str
+) -> tuple[float, float, list[dict]]:
+    """The sweep, then `hypersweep best`, of the checkout `tree`, in a fresh directory."""
     with tempfile.TemporaryDirectory(prefix="hs-cost-") as tmp:
         cwd = Path(tmp)
         (cwd / "mlruns").mkdir()
         shutil.copy(store, cwd / "mlruns" / "mlflow.db")
         sweep = [
             sys.executable,
-            str(ROOT / "train.py"),
+            str(tree / "train.py"),
             "-m",
             "search=hyperband",
             f"hydra.sweeper.n_trials={trials}",
             f"hydra.sweeper.sampler.seed={seed}",
             f"hydra.sweeper.study_name={name}",
         ]
-        sweep_s = timed(sweep, cwd)
-        best_s = timed([str(BIN / "hypersweep"), "best"], cwd)
-        ours = sweep_trials(cwd, name)
-        out = cwd / "plain.json"
+        sweep_s = timed(sweep, cwd, tree)
+        best_s = timed([sys.executable, *BEST], cwd, tree)
+        return sweep_s, best_s, sweep_trials(cwd, name)
+
+
+def one_seed(seed: int, trials: int, store: Path, baseline: Path | None) -> dict:
+    name = f"cost-{seed}"
+    sweep_s, best_s, ours = sweep_and_best(ROOT, seed, trials, store, name)
+    with tempfile.TemporaryDirectory(prefix="hs-plain-") as tmp:
+        out = Path(tmp) / "plain.json"
         plain_cmd = [sys.executable, str(ROOT / "benchmarks" / "plain_optuna.py")]
         plain_cmd += ["--study-name", name, "--trials", str(trials), "--seed", str(seed)]
-        plain_s = timed([*plain_cmd, "--out", str(out)], cwd)
+        plain_s = timed([*plain_cmd, "--out", str(out)], Path(tmp))
         plain = json.loads(out.read_text())
     diff = differences(ours, plain)
     states = {s: sum(t["state"] == s for t in ours) for s in ("COMPLETE", "PRUNED", "FAIL")}
@@ -118,6 +132,18 @@ def one_seed(seed: int, trials: int, store: Path) -> dict:
     )
     for line in diff[:5]:
         print("   ", line)
+    if baseline is not None:
+        old_sweep, old_best, old = sweep_and_best(baseline, seed, trials, store, name)
+        result.update(
+            baseline_sweep_s=old_sweep,
+            baseline_best_s=old_best,
+            baseline_sweep_over_plain=old_sweep / plain_s,
+            baseline_same_trials=not differences(old, plain),
+        )
+        print(
+            f"   baseline: sweep {old_sweep:.1f} s ({old_sweep / plain_s:.2f}x), best "
+            f"{old_best:.1f} s; same trials: {result['baseline_same_trials']}"
+        )
     return result
 
 
@@ -125,6 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--baseline", type=Path, help="a checkout of the commit to compare with")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,13 +160,15 @@ def main() -> None:
         from hypersweep.tracking.store import prepare_store
 
         prepare_store(f"sqlite:///{store}")
-        results = [one_seed(seed, args.trials, store) for seed in args.seeds]
+        baseline = args.baseline.resolve() if args.baseline else None
+        results = [one_seed(seed, args.trials, store, baseline) for seed in args.seeds]
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "load_average_before": load,
         "command": "python benchmarks/search_cost.py " + " ".join(sys.argv[1:]),
         "trials": args.trials,
+        "baseline": str(args.baseline) if args.baseline else None,
         "seeds": results,
     }
     out = ROOT / "benchmarks" / "results" / "search_cost.json"
