@@ -21,7 +21,7 @@ from hypersweep.core.fit import EarlyStopping, fit_members
 from hypersweep.core.population import Entrant, fit_population, populations
 from hypersweep.core.stacking import Stacked
 
-from conftest import TINY, compose_cfg, kill_train_when, train
+from conftest import ROOT, TINY, compose_cfg, kill_train_when, train
 
 EPOCHS = ["trainer.max_epochs=5", "trainer.batch_size=64", "data=digits"]
 
@@ -316,6 +316,24 @@ def test_recurrent_models_train_alone_and_say_why(tmp_path, store, mlflow_client
     assert out.count("trains alone: a recurrent layer") == 2 and "population of" not in out
     runs = child_runs(mlflow_client)
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_signal_while_members_set_up_starts_no_more_and_says_it_once(
+    tmp_path, store, mlflow_client
+):
+    helpers = {"PYTHONPATH": str(ROOT / "tests" / "helpers")}
+    model = ["model._target_=flaky.PreemptedMLP", "hypersweep.trusted_targets=[flaky]"]
+    args = ["-m", *GRID[:3], "lr=0.1,0.01,0.001", *model, *POPULATION]
+    result = train(args, cwd=tmp_path, env=helpers)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("hypersweep:")]
+    assert lines == [
+        "hypersweep: preempted (SIGTERM): 2 job(s) stopped in epoch 1 of their population, "
+        "their runs KILLED, 1 job(s) not started: the same command runs them again"
+    ]
+    runs = child_runs(mlflow_client)
+    assert sorted(r.data.tags["job_num"] for r in runs) == ["0", "1"]
+    assert all(r.info.status == "KILLED" for r in runs)
 
 
 def test_a_stopped_population_leaves_no_run_running_and_the_same_command_runs_it_again(

@@ -58,3 +58,18 @@ class DyingMLP(MLP):
 
             os.kill(os.getpid(), signal.SIGKILL)
         return super().forward(x)
+
+
+class PreemptedMLP(MLP):
+    """Job 1 of a sweep is preempted (SIGTERM to its own process) while it sets up, as a
+    scheduler's signal would land between two jobs' set-ups."""
+
+    def __init__(self, *args, **kwargs):
+        from hydra.core.hydra_config import HydraConfig
+
+        super().__init__(*args, **kwargs)
+        if HydraConfig.get().job.get("num") == 1:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -18,7 +18,6 @@ last one first, records and ends as it would alone.
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -189,7 +188,12 @@ class PopulationLauncher(Launcher):
                 cfg.hydra.job.num = idx
             configs.append(cfg)
         returns: list[JobReturn | None] = [None] * len(configs)
+        from hypersweep.core import preemption
+
         for chunk in self._chunks(configs):
+            if preemption.requested():  # stopped between two chunks: run no more
+                left = len(configs) - sum(r is not None for r in returns)
+                raise preemption.stop(f"{left} job(s) not started: the same command runs them")
             if len(chunk) == 1:
                 returns[chunk[0]] = self._run(configs[chunk[0]])
             else:
@@ -236,12 +240,17 @@ class PopulationLauncher(Launcher):
         environment = dict(os.environ)
         seats: list[Seat] = []
         for cfg in configs:  # each sets up and hands over its training, or ends
+            if preemption.requested():  # stopped while the others set up: start no more
+                break
             seat = Seat()
             seat.start(partial(self._run, cfg))
             seats.append(seat)
+        not_started = len(configs) - len(seats)
         assert self.config is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        number = {id(s): int(cfg.hydra.job.num) for s, cfg in zip(seats, configs, strict=True)}
+        number = {
+            id(s): int(c.hydra.job.num) for s, c in zip(seats, configs[: len(seats)], strict=True)
+        }
         joined = [s for s in seats if s.joined]
         entrants = [s.entrant for s in joined]
         outcome: dict[int, tuple[Any, BaseException | None]] = {}  # by id(seat)
@@ -286,7 +295,7 @@ class PopulationLauncher(Launcher):
                 )
         # The last job first: Hydra's per-job state (the environment, the runtime config) is
         # restored as each one ends, in the reverse order of their starts.
-        for seat, cfg in reversed(list(zip(seats, configs, strict=True))):
+        for seat, cfg in reversed(list(zip(seats, configs[: len(seats)], strict=True))):
             if seat.joined:
                 configure_log(cfg.hydra.job_logging, cfg.hydra.verbose)  # its own job log
                 HydraConfig.instance().set_config(cfg)
@@ -295,16 +304,22 @@ class PopulationLauncher(Launcher):
         os.environ.clear()
         os.environ.update(environment)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        if stopped is not None:
-            print(
-                f"hypersweep: preempted ({preemption.name(preemption.requested() or 15)}): "
-                f"{sum(e is stopped for _, e in outcome.values())} job(s) stopped in epoch "
-                f"{stopped.epoch} of their population, "
-                "their runs KILLED: the same command runs them again",
-                file=sys.stderr,
-                flush=True,
-            )
+        if stopped is not None or not_started:
+            # One line for the population: the jobs stopped in training, and those never started.
+            said = []
+            if stopped is not None:
+                said.append(
+                    f"{sum(e is stopped for _, e in outcome.values())} job(s) stopped in epoch "
+                    f"{stopped.epoch} of their population, their runs KILLED"
+                )
+            if not_started:
+                said.append(f"{not_started} job(s) not started")
+            raise_now = preemption.stop(", ".join(said) + ": the same command runs them again")
+        else:
+            raise_now = None
         for seat in seats:
             if seat.raised is not None:  # a preemption (SystemExit), or Hydra's own error
                 raise seat.raised
+        if raise_now is not None:
+            raise raise_now
         return [seat.returned for seat in seats]
