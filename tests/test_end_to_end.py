@@ -74,6 +74,16 @@ def test_grid_sweep_logs_every_job_as_a_child_run(tmp_path, store, mlflow_client
     assert parent.data.tags["best_run_id"] == best.info.run_id
     # One summary line per job on the console.
     assert result.stderr.count("(best epoch") == 4 or result.stdout.count("(best epoch") == 4
+    # It ends on the winner and what to run next.
+    stream = result.stdout if "Best run" in result.stdout else result.stderr
+    last = [line.split("] ", 1)[-1] for line in stream.splitlines()]
+    own = " ".join(o for o in best.data.tags["overrides"].split() if "hydra." not in o)
+    score = best.data.metrics["best_val_loss"]
+    assert f"Best run {best.info.run_id}: best_val_loss={score:.4g} with {own}" in last
+    assert last[-2:] == [
+        f"Next: hypersweep best --sweep {parent.info.run_id}   (test it once, register it)",
+        f"      mlflow ui --backend-store-uri {store['uri']}   (compare the runs)",
+    ]
 
 
 @pytest.mark.slow

@@ -106,9 +106,11 @@ class SweepTracking(Callback):
         if self._parent:
             uri, run_id = self._parent
             try:
-                summarize_sweep(uri, run_id, config)
+                best = summarize_sweep(uri, run_id, config)
             finally:
                 self._close("FINISHED")
+            if best is not None:
+                _say_what_next(uri, run_id, best, config)
 
     def _close(self, status: str, rejected: bool = False) -> None:
         """End the parent run; KILLED with status_reason=preempted after SIGTERM or Ctrl-C
@@ -164,9 +166,35 @@ def sweep_params(config: DictConfig) -> dict[str, str]:
     return params
 
 
-def summarize_sweep(uri: str, parent_run_id: str, config: DictConfig) -> None:
+def _say_what_next(uri: str, parent_run_id: str, best: Any, config: DictConfig) -> None:
+    """The sweep's last lines: which run won, on what score, with which overrides, and the two
+    commands a user runs next."""
+    from hypersweep.config import objective_metric
+
+    metric = f"best_{objective_metric(config.trainer.early_stopping.monitor)}"
+    own = " ".join(o for o in best.data.tags.get("overrides", "").split() if "hydra." not in o)
+    name = best.info.run_name or ""
+    log.info(
+        "Best run %s%s: %s=%.4g with %s",
+        best.info.run_id,
+        f" ({name})" if name.startswith("trial-") else "",
+        metric,
+        best.data.metrics[metric],
+        own or "the defaults",
+    )
+    ui = (
+        f"open {uri}"
+        if uri.startswith(("http://", "https://"))
+        else f"mlflow ui --backend-store-uri {uri}"
+    )
+    log.info("Next: hypersweep best --sweep %s   (test it once, register it)", parent_run_id)
+    log.info("      %s   (compare the runs)", ui)
+
+
+def summarize_sweep(uri: str, parent_run_id: str, config: DictConfig) -> Any:
     """The best child (by the monitored validation metric), its params and the analysis plots
-    on the parent run; the plots also go to <sweep dir>/analysis/."""
+    on the parent run; the plots also go to <sweep dir>/analysis/. Returns the best child run
+    (None: no job finished)."""
     from hypersweep.config import metric_mode, objective_metric
     from hypersweep.tracking import analysis
 
@@ -199,6 +227,7 @@ def summarize_sweep(uri: str, parent_run_id: str, config: DictConfig) -> None:
             client.log_metric(parent_run_id, f"importance.{key}", value)
     except Exception:  # noqa: BLE001 - the sweep's results stand without its plots
         log.exception("Could not write the sweep analysis")
+    return ranked[0] if ranked else None
 
 
 def _sweep_study(config: DictConfig):
