@@ -108,6 +108,7 @@ LONG = [
     "trainer.batch_size=8",
     "trainer.early_stopping.patience=100",
     "regularization=dropout",
+    "tracking.flush_every_s=0",  # every epoch in the store at once: stopped mid-training
 ]
 
 

@@ -15,6 +15,7 @@ from conftest import ROOT, compose_cfg, train
 
 # (overrides, key named in the message, value named in the message, words of what is allowed)
 CASES = [
+    (["tracking.flush_every_s=-1"], "tracking.flush_every_s", "-1", ">= 0"),
     (["lr=-0.1"], "lr", "-0.1", "> 0"),
     (["lr=0"], "lr", "0", "> 0"),
     (["lr=abc"], "lr", "abc", "> 0"),

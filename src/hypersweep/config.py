@@ -148,6 +148,7 @@ GROUP_CHECKS: dict[str, dict[str, Check]] = {
         "n_classes": (lambda v: _int(v) and v >= 2, "an integer >= 2"),
         "noise": NON_NEGATIVE,
     },
+    "tracking": {"flush_every_s": NON_NEGATIVE},
 }
 
 
@@ -164,6 +165,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "regularization": frozenset(("l1", "l2", "dropout", "batchnorm")),
     "tracking": frozenset(
         ("uri", "artifact_root", "experiment", "learning_curve", "analysis_plots", "resume_dir")
+        + ("flush_every_s",)
     ),
     "data": frozenset(
         ("name", "source", "task", "kind", "shape", "val_fraction", "test_fraction")

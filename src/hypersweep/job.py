@@ -194,7 +194,10 @@ class Job:
         if self.reporter is not None:
             self.reporter.attach_tracking(self.uri)
         continued = self.saved["run_id"] if self.saved else None
-        with runs.JobRun(self.uri, exp_id, self.run_name, tags, params, continued) as job_run:
+        flush_every_s = self.cfg.tracking.get("flush_every_s", 2.0)
+        with runs.JobRun(
+            self.uri, exp_id, self.run_name, tags, params, continued, flush_every_s
+        ) as job_run:
             self.job_run = job_run
             if self.saved is not None:
                 log.info(
