@@ -79,6 +79,20 @@ def objective(trial: optuna.Trial, data) -> float:
     return result.best_value
 
 
+def records(trials: list[optuna.trial.FrozenTrial]) -> list[dict]:
+    """What search_cost.py compares between two runs of one search, trial by trial."""
+    return [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "params": t.params,
+            "value": t.value,
+            "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+        }
+        for t in trials
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--study-name", required=True)
@@ -103,17 +117,7 @@ def main() -> None:
     best = study.best_trial
     print(f"best trial {best.number}: val_loss={best.value:.6f} {best.params}")
     if args.out:
-        trials = [
-            {
-                "number": t.number,
-                "state": t.state.name,
-                "params": t.params,
-                "value": t.value,
-                "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
-            }
-            for t in study.trials
-        ]
-        args.out.write_text(json.dumps(trials) + "\n")
+        args.out.write_text(json.dumps(records(study.trials)) + "\n")
 
 
 if __name__ == "__main__":

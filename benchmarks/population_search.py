@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 import yaml
+from _report import header
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -127,10 +127,7 @@ def main() -> None:
     wall = {n: statistics.median(r["wall_s"] for r in rounds[n]) for n in names}
     base = wall.get("pool")
     report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "load_average_before": load,
-        "command": "python benchmarks/population_search.py " + " ".join(sys.argv[1:]),
+        **header(load),
         "trials": args.trials,
         "epochs": args.epochs,
         "variants": {

@@ -25,13 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _report import header
 
 ROOT = Path(__file__).resolve().parents[1]
 BEST = ["-c", "import sys; from hypersweep.cli import main; sys.exit(main())", "best"]
@@ -57,16 +58,9 @@ def sweep_trials(cwd: Path, study_name: str) -> list[dict]:
 
     storage = open_storage(str(cwd / "multirun" / "optuna.journal"))
     study = optuna.load_study(study_name=study_name, storage=storage)
-    return [
-        {
-            "number": t.number,
-            "state": t.state.name,
-            "params": t.params,
-            "value": t.value,
-            "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
-        }
-        for t in study.trials
-    ]
+    from plain_optuna import records
+
+    return records(study.trials)
 
 
 def differences(ours: list[dict], plain: list[dict]) -> list[str]:
@@ -163,10 +157,7 @@ def main() -> None:
         baseline = args.baseline.resolve() if args.baseline else None
         results = [one_seed(seed, args.trials, store, baseline) for seed in args.seeds]
     report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "load_average_before": load,
-        "command": "python benchmarks/search_cost.py " + " ".join(sys.argv[1:]),
+        **header(load),
         "trials": args.trials,
         "baseline": str(args.baseline) if args.baseline else None,
         "seeds": results,
