@@ -304,6 +304,7 @@ class PopulationLauncher(Launcher):
         os.environ.clear()
         os.environ.update(environment)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        raise_now = None
         if stopped is not None or not_started:
             # One line for the population: the jobs stopped in training, and those never started.
             said = []
@@ -315,8 +316,6 @@ class PopulationLauncher(Launcher):
             if not_started:
                 said.append(f"{not_started} job(s) not started")
             raise_now = preemption.stop(", ".join(said) + ": the same command runs them again")
-        else:
-            raise_now = None
         for seat in seats:
             if seat.raised is not None:  # a preemption (SystemExit), or Hydra's own error
                 raise seat.raised
