@@ -126,11 +126,14 @@ def train(
     )
 
 
-def hypersweep(args: list[str], cwd: Path, uri: str) -> subprocess.CompletedProcess:
+def hypersweep(
+    args: list[str], cwd: Path, uri: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run the `hypersweep` CLI against the store at `uri`."""
     return subprocess.run(
         [sys.executable, "-m", "hypersweep.cli", "--tracking-uri", uri, *args],
         cwd=cwd,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,

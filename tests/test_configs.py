@@ -14,7 +14,9 @@ from conftest import CONF, TINY, compose_cfg
 
 GROUPS = ("data", "model", "optimizer", "scheduler", "regularization", "trainer", "tracking")
 # Models that need a particular data layout are composed with data that has it.
-DATA_FOR_MODEL = {"cnn": "digits", "rnn": "digits_seq", "mlp": "iris"}
+DATA_FOR_MODEL = {"cnn": "digits", "rnn": "digits_seq", "mlp": "iris", "custom": "iris"}
+# The `custom` options name the example module's function and class (examples/custom).
+CUSTOM = {"data": "data._target_=mydata.spirals", "model": "model._target_=mynet.ResidualMLP"}
 
 
 def options(group: str) -> list[str]:
@@ -29,8 +31,14 @@ def test_every_group_has_options():
 @pytest.mark.parametrize(
     "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda x: str(x)
 )
-def test_option_composes_validates_and_builds(group, option, tmp_path):
+def test_option_composes_validates_and_builds(group, option, tmp_path, monkeypatch):
     overrides = [*TINY, f"{group}={option}"]
+    trusted = trust.BUILTIN
+    if option == "custom":
+        monkeypatch.syspath_prepend(str(CONF.parent / "examples" / "custom"))
+        overrides = [o for o in overrides if "hidden_units" not in o]
+        overrides += [CUSTOM[group], "hypersweep.trusted_targets=[mydata,mynet]"]
+        trusted = trust.patterns(["mydata", "mynet"])
     if group == "model":
         overrides.append(f"data={DATA_FOR_MODEL[option]}")
     if group == "data" and option == "csv":
@@ -48,7 +56,7 @@ def test_option_composes_validates_and_builds(group, option, tmp_path):
     splits = load(cfg.data)
     assert len(splits.x_train) > len(splits.x_val) > 0 and len(splits.x_test) > 0
     model = trust.instantiate(
-        cfg.model, trust.BUILTIN, input_shape=splits.input_shape, output_size=splits.output_size
+        cfg.model, trusted, input_shape=splits.input_shape, output_size=splits.output_size
     )
     out = model(splits.x_train[:4])
     assert out.shape == (4, splits.output_size)

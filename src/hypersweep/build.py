@@ -42,12 +42,38 @@ def model(cfg: DictConfig, data: Splits, warm: dict | None) -> torch.nn.Module:
     or from the warm-start checkpoint's)."""
     torch.manual_seed(cfg.trainer.seed)
     built = trust.instantiate(
-        cfg.model, _trusted(cfg), input_shape=data.input_shape, output_size=data.output_size
+        cfg.model,
+        _trusted(cfg),
+        input_shape=data.input_shape,
+        output_size=data.output_size,
+        **regularization_arguments(cfg),
     )
     built = built.to(data.x_train.device)
     if warm is not None:
         _warm_start(built, warm, str(cfg.resume_from))
     return built
+
+
+REGULARIZATION_ARGUMENTS = ("dropout", "batchnorm")
+
+
+def regularization_arguments(cfg: DictConfig) -> dict:
+    """`regularization.dropout` and `.batchnorm` for a model class that takes them as
+    arguments and whose config does not set them (the built-in configs interpolate them; a
+    model of the user's own gets them this way)."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    try:
+        parameters = inspect.signature(get_class(str(cfg.model._target_))).parameters
+    except (ValueError, TypeError):
+        return {}
+    return {
+        key: cfg.regularization[key]
+        for key in REGULARIZATION_ARGUMENTS
+        if key in parameters and key not in cfg.model and key in cfg.regularization
+    }
 
 
 def optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Scheduler]:

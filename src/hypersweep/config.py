@@ -147,6 +147,7 @@ GROUP_CHECKS: dict[str, dict[str, Check]] = {
         "n_features": POS_INT,
         "n_classes": (lambda v: _int(v) and v >= 2, "an integer >= 2"),
         "noise": NON_NEGATIVE,
+        "cache": BOOL,
     },
     "tracking": {"flush_every_s": NON_NEGATIVE},
 }
@@ -223,6 +224,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{group} is missing from the config: add a `{group}` default")
         for key, node in _walk(cfg[group], group):
             name = key.rsplit(".", 1)[-1]
+            if group == "data" and _is_argument(cfg, key):
+                continue  # an argument of the user's own data function: its business
             if name in checks and not isinstance(node, (DictConfig, ListConfig)):
                 value = _value(cfg, key)
                 ok, allowed = checks[name]
@@ -234,6 +237,16 @@ def validate(cfg: DictConfig) -> None:
     _check_scheduler(cfg)
 
 
+def _is_argument(cfg: DictConfig, key: str) -> bool:
+    """Whether `key` (under `data`) is an argument of a `data=custom` function."""
+    if cfg.data.get("source") != "custom":
+        return False
+    from hypersweep.core.data import CUSTOM_OWN_KEYS
+
+    parts = key.split(".")
+    return len(parts) > 1 and parts[1].split("[")[0] not in CUSTOM_OWN_KEYS
+
+
 def _check_known_keys(cfg: DictConfig) -> None:
     """Every key of our groups is read by something: a typo added with `+` (`+trainer.epochs=3`)
     would otherwise be accepted and do nothing."""
@@ -243,6 +256,17 @@ def _check_known_keys(cfg: DictConfig) -> None:
             continue
         if group == "data":
             known = known | SOURCE_KEYS.get(str(node.get("source")), frozenset())
+            if node.get("source") == "custom":
+                from hypersweep.core.data import CUSTOM_OWN_KEYS
+
+                # the function's own arguments; None: it takes **kwargs, or does not import
+                # (the job names that after this check)
+                arguments = _arguments(str(_value(cfg, "data._target_")))
+                if arguments is None:
+                    continue
+                known = CUSTOM_OWN_KEYS | arguments
+                _refuse_unknown(cfg, group, node, known, f"{node._target_} takes")
+                continue
         _refuse_unknown(cfg, group, node, known)
     for group in ("model", "optimizer", "scheduler"):
         node = cfg.get(group)
@@ -318,7 +342,9 @@ def _check_model_fits_data(cfg: DictConfig) -> None:
             f"model={model_cls.__name__.lower()} needs data.kind in {', '.join(accepted)}, "
             f"but data={cfg.data.name} has data.kind={kind!r}"
         )
-    if kind in ("image", "sequence"):
+    if kind in ("image", "sequence") and not (
+        _value(cfg, "data.source") == "custom" and _value(cfg, "data.shape") is None
+    ):  # custom data without a shape: its rows' own shape, checked as it loads
         shape = _value(cfg, "data.shape")
         rank = 3 if kind == "image" else 2
         if not isinstance(shape, (list, ListConfig)) or len(shape) != rank:

@@ -16,6 +16,7 @@ unreadable entry is rebuilt.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -171,6 +173,128 @@ def _first_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:160]
 
 
+# The keys of a `data=custom` config that are ours; every other key is an argument of its
+# `_target_` (as Hydra passes a node's keys to the target it instantiates).
+CUSTOM_OWN_KEYS = frozenset(
+    ("_target_", "name", "source", "task", "kind", "shape", "val_fraction", "test_fraction")
+    + ("cv_folds", "split_seed", "standardize", "cache")
+)
+
+
+def target_function(path: str) -> Callable[..., Any]:
+    """The function or class a dotted `_target_` names (trusted by `config.validate` before)."""
+    module, _, name = path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name) if module else None
+    except ImportError as e:
+        raise ConfigError(
+            f"data._target_={path!r} cannot be imported ({_first_line(e)}): expected a function "
+            "of a module on the Python path (PYTHONPATH)"
+        ) from None
+    except AttributeError:
+        found = None
+    if not callable(found):
+        raise ConfigError(
+            f"data._target_={path!r} is not a function of an importable module: expected e.g. "
+            "mypackage.data.load"
+        )
+    return found
+
+
+def _custom(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
+    """`data=custom`: the user's own function (`data._target_`), called with the config's other
+    keys, returning `(x, y)`, `(x, y, task)` or a map-style torch Dataset of `(x, y)` items
+    (or `(dataset, task)`). x: one row per example, any shape per row (the model's
+    `input_shape`); y: class labels (any values; classes sorted) or regression targets."""
+    target = str(cfg._target_)
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()}
+    kwargs = {k: v for k, v in kwargs.items() if k not in CUSTOM_OWN_KEYS}
+    returned = target_function(target)(**kwargs)
+    where = f"data._target_={target!r}"
+    task = None
+    if isinstance(returned, tuple) and len(returned) == 2 and _is_dataset(returned[0]):
+        returned, task = returned
+    if _is_dataset(returned):
+        x, y = _from_dataset(returned, where)
+    elif isinstance(returned, (tuple, list)) and len(returned) in (2, 3):
+        x, y = returned[0], returned[1]
+        task = returned[2] if len(returned) == 3 else None
+    else:
+        raise ConfigError(
+            f"{where} returned {type(returned).__name__}: expected (x, y), (x, y, task) or a "
+            "torch Dataset of (x, y) items"
+        )
+    if task is not None and task != cfg.task:
+        raise ConfigError(
+            f"data.task={cfg.task!r} but {where} returned task {task!r}: expected the same "
+            f"(set data.task={task})"
+        )
+    x, y = _as_array(x, f"{where}: x"), _as_array(y, f"{where}: y").reshape(-1)
+    if x.ndim < 2 or len(x) != len(y) or len(x) == 0:
+        raise ConfigError(
+            f"{where} returned x of shape {tuple(x.shape)} and y of {tuple(y.shape)}: expected "
+            "one row of x per label, x with at least 2 dimensions (rows, features...)"
+        )
+    x = _finite(x.astype(np.float32, copy=False), f"{where}: x")
+    if cfg.task == "classification":
+        classes, y = np.unique(y.astype(str) if y.dtype == object else y, return_inverse=True)
+        if len(classes) < 2:
+            raise ConfigError(
+                f"{where} returned one class ({classes[0]!r}): expected two or more for "
+                "data.task=classification"
+            )
+    else:
+        if not np.issubdtype(y.dtype, np.number):
+            raise ConfigError(f"{where} returned y of {y.dtype}: expected numbers for regression")
+        y = _finite(y.astype(np.float32), f"{where}: y")
+    return x, y
+
+
+def _is_dataset(value: Any) -> bool:
+    return isinstance(value, torch.utils.data.Dataset)
+
+
+def _from_dataset(dataset: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        items = [dataset[i] for i in range(len(dataset))]
+    except TypeError:
+        raise ConfigError(
+            f"{where} returned a Dataset without len(): expected a map-style Dataset"
+        ) from None
+    if not items or not all(isinstance(i, (tuple, list)) and len(i) == 2 for i in items):
+        raise ConfigError(f"{where} returned a Dataset whose items are not (x, y) pairs")
+    xs = [_as_array(x, f"{where}: x") for x, _ in items]
+    if len({x.shape for x in xs}) > 1:
+        raise ConfigError(f"{where} returned a Dataset of x with different shapes: expected one")
+    return np.stack(xs), np.asarray([_as_array(y, f"{where}: y").item() for _, y in items])
+
+
+def _as_array(value: Any, what: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    to_numpy = getattr(value, "to_numpy", None)  # pandas
+    try:
+        array = np.asarray(to_numpy() if callable(to_numpy) else value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{what} is not an array ({_first_line(e)})") from None
+    if array.dtype == object and what.endswith(": x"):
+        raise ConfigError(f"{what} holds non-numeric values: expected numbers (encode them)")
+    return array
+
+
+def _finite(array: np.ndarray, what: str) -> np.ndarray:
+    try:
+        bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+    except TypeError:
+        raise ConfigError(f"{what} holds non-numeric values: expected numbers") from None
+    if bad.any():
+        raise ConfigError(
+            f"{what} is NaN or infinite in {_rows(bad)} (1-based): expected finite numbers "
+            "(fill or drop those rows)"
+        )
+    return array
+
+
 LOADERS: dict[str, Callable[[DictConfig], tuple[np.ndarray, np.ndarray]]] = {
     "digits": _sklearn("digits"),
     "iris": _sklearn("iris"),
@@ -179,6 +303,7 @@ LOADERS: dict[str, Callable[[DictConfig], tuple[np.ndarray, np.ndarray]]] = {
     "synthetic_classification": _synthetic_classification,
     "synthetic_regression": _synthetic_regression,
     "csv": _csv,
+    "custom": _custom,
 }
 
 
@@ -213,15 +338,21 @@ def cache_dir() -> Path:
 
 def _disk_key(key: str, cfg: DictConfig) -> str:
     parts = [key, version("scikit-learn"), np.__version__, str(CACHE_FORMAT)]
-    if cfg.source == "csv":
-        stat = Path(cfg.path).stat()
-        parts += [str(Path(cfg.path).resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
+    files = [Path(cfg.path)] if cfg.source == "csv" else []
+    if cfg.source == "custom":  # the module that defines the function: its code is the data
+        module = importlib.import_module(str(cfg._target_).rpartition(".")[0])
+        files = [Path(module.__file__)] if getattr(module, "__file__", None) else []
+    for file in files:
+        stat = file.stat()
+        parts += [str(file.resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
 @lru_cache(maxsize=8)
 def _load_cached(key: str) -> dict[str, np.ndarray]:
     cfg = OmegaConf.create(json.loads(key))
+    if cfg.source == "custom" and not cfg.get("cache", False):
+        return _split(cfg)  # the user's function is called once per process, nothing on disk
     label = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(cfg.get("name", "data")))
     path = cache_dir() / f"{label}-{_disk_key(key, cfg)}.npz"
     try:
@@ -250,6 +381,7 @@ def _split(cfg: DictConfig) -> dict[str, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
     x, y = LOADERS[cfg.source](cfg)
+    row_shape = _row_shape(cfg, np.shape(x)[1:])
     x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
     classification = cfg.task == "classification"
     y = np.asarray(y, dtype=np.int64 if classification else np.float32)
@@ -275,7 +407,9 @@ def _split(cfg: DictConfig) -> dict[str, np.ndarray]:
             + (", at least a few of every class" if classification else "")
         ) from None
     if not cfg.get("cv_folds"):
-        return _scaled(cfg, "", [(x_tr, y_tr), (x_va, y_va), (x_te, y_te)])
+        arrays = _scaled(cfg, "", [(x_tr, y_tr), (x_va, y_va), (x_te, y_te)])
+        arrays["shape"] = np.asarray(row_shape, dtype=np.int64)
+        return arrays
     # Cross-validation over train+val; the test rows stay those of the plain split.
     x_pool, y_pool = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
     empty = (x_pool[:0], y_pool[:0])
@@ -283,7 +417,33 @@ def _split(cfg: DictConfig) -> dict[str, np.ndarray]:
     for i, (fit_rows, val_rows) in enumerate(_folds(cfg, y_pool, classification)):
         sets = [(x_pool[fit_rows], y_pool[fit_rows]), (x_pool[val_rows], y_pool[val_rows])]
         arrays.update(_scaled(cfg, f"fold{i}_", [*sets, (x_te, y_te)]))
+    arrays["shape"] = np.asarray(row_shape, dtype=np.int64)
     return arrays
+
+
+# A row's dimensions: (channels, height, width), (steps, features).
+RANKS = {"image": 3, "sequence": 2}
+
+
+def _row_shape(cfg: DictConfig, found: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of one input row: `data.shape` where given (it must hold as many values as a
+    row has), else the loaded rows' own shape; its rank must suit `data.kind`."""
+    given = tuple(int(v) for v in cfg.shape) if cfg.get("shape") else None
+    size = int(np.prod(found))
+    if given is not None and int(np.prod(given)) != size:
+        raise ConfigError(
+            f"data.shape={list(given)} is not allowed for data={cfg.get('name', cfg.source)}: "
+            f"its rows have shape {list(found)} ({size} values); expected a shape of {size} values"
+        )
+    shape = given or tuple(int(v) for v in found)
+    rank = RANKS.get(str(cfg.get("kind")))
+    if rank is not None and len(shape) != rank:
+        raise ConfigError(
+            f"data.kind={cfg.kind!r} needs rows of {rank} dimensions, but "
+            f"data={cfg.get('name', cfg.source)} has rows of shape {list(shape)}: expected "
+            f"data.shape=[...] with {rank} sizes, or data.kind=tabular"
+        )
+    return shape
 
 
 def _folds(cfg: DictConfig, y: np.ndarray, classification: bool):
@@ -332,7 +492,12 @@ def _scaled(
 
 def _tensors(cfg: DictConfig, arrays: dict[str, np.ndarray], prefix: str) -> Splits:
     classification = cfg.task == "classification"
-    shape = tuple(cfg.shape) if cfg.get("shape") else (arrays["x_train"].shape[1],)
+    if cfg.get("shape"):
+        shape = tuple(cfg.shape)
+    elif "shape" in arrays and cfg.get("kind") != "tabular":
+        shape = tuple(int(v) for v in arrays["shape"])
+    else:
+        shape = (arrays["x_train"].shape[1],)
     labels = np.concatenate([arrays[k] for k in ("y_train", "y_val", "y_test")])
     output_size = int(labels.max()) + 1 if classification else 1
 

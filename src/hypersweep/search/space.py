@@ -194,7 +194,9 @@ def grid_values(param: Param) -> list[Any]:
 
 
 def swept_keys(arguments: list[str]) -> dict[str, str]:
-    """{key: value text} for the arguments that sweep (a grid's `a,b` or a search primitive)."""
+    """{key: value text} for the arguments that sweep (a grid's `a,b` or a search primitive);
+    the key without its `+`/`++` prefix (`+model.blocks=1,2`: model.blocks), as it is named in
+    the composed config and as MLflow accepts it."""
     parser = OverridesParser.create()
     out = {}
     for argument in arguments:
@@ -203,7 +205,7 @@ def swept_keys(arguments: list[str]) -> dict[str, str]:
         except Exception:  # noqa: BLE001 - the sweeper reports malformed values itself
             continue
         if override.is_sweep_override():
-            out[override.get_key_element()] = (override.input_line or "").partition("=")[2]
+            out[override.key_or_group] = (override.input_line or "").partition("=")[2]
     return out
 
 
