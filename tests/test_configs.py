@@ -51,6 +51,15 @@ def test_option_composes_validates_and_builds(group, option, tmp_path, monkeypat
             )
         )
         overrides += [f"data.path={csv}", "data.target=label"]
+    if group == "data" and option == "parquet":
+        import pandas as pd
+
+        table = tmp_path / "table.parquet"
+        colors = pd.Categorical(["red", "blue", "green"] * 20)
+        pd.DataFrame(
+            {"a": range(60), "color": colors, "label": [i % 3 for i in range(60)]}
+        ).to_parquet(table)
+        overrides += [f"data.path={table}", "data.target=label"]
     cfg = compose_cfg(overrides)
     validate(cfg)
     splits = load(cfg.data)

@@ -91,3 +91,32 @@ def test_a_cv_entry_without_its_folds_is_rebuilt(tmp_path, monkeypatch):
     assert all(torch.equal(a.x_val, f.x_val) for a, f in zip(again, fresh, strict=True))
     with np.load(entry) as stored:
         assert "fold2_x_val" in stored.files
+
+
+def test_parquet_features_are_read_as_the_same_table_in_csv_is(tmp_path):
+    """Categories, strings and booleans: one-hot or 0/1 as in a CSV; the same split, classes
+    and standardized inputs."""
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "size": [float(i % 11) for i in range(90)],
+            "color": pd.Categorical([("red", "blue", None)[i % 3] for i in range(90)]),
+            "shape": [("round", "square")[i % 2] for i in range(90)],
+            "flag": [bool(i % 4) for i in range(90)],
+            "label": [("no", "yes", "maybe")[i % 3] for i in range(90)],
+        }
+    )
+    frame.to_parquet(tmp_path / "t.parquet")
+    frame.to_csv(tmp_path / "t.csv", index=False)
+
+    def load(kind: str):
+        config = OmegaConf.load(CONF / "data" / f"{kind}.yaml")
+        path = str(tmp_path / f"t.{kind}")
+        return data.load(OmegaConf.merge(config, {"target": "label", "path": path}))
+
+    parquet, csv = load("parquet"), load("csv")
+    # size, flag (0/1), color (two categories; the empty cell is neither), shape (two)
+    assert parquet.input_shape == (6,) and parquet.output_size == 3
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        assert torch.equal(getattr(parquet, name), getattr(csv, name)), name

@@ -260,6 +260,23 @@ CLI_CASES = [
     (["trainer.device=cuda"] if not _cuda() else ["trainer.device=gpu"], ["trainer.device="]),
     (["trainer.precision=fp16", "trainer.device=cpu"], ["fp16", "needs CUDA"]),
     (["data=iris", "data.cv_folds=100"], ["data.cv_folds=100", "at most"]),
+    # Parquet: the CSV rules (the files are the CSV files above, written as Parquet), and its own
+    (["data=parquet", "data.target=y"], ["data.path=???", "has no value"]),
+    (["data=parquet", "data.path={tmp}/none.pq", "data.target=y"], ["an existing Parquet"]),
+    (["data=parquet", "data.path={tmp}/rows.csv", "data.target=y"], ["cannot be read as Parquet"]),
+    (
+        ["data=parquet", "data.path={tmp}/header.pq", "data.target=y"],
+        ["header.pq' has no data rows"],
+    ),
+    (["data=parquet", "data.path={tmp}/rows.pq", "data.target=z"], ["data.target='z'", "one of a"]),
+    (["data=parquet", "data.path={tmp}/nan_target.pq", "data.target=y"], ["'y' is empty", "(2)"]),
+    (["data=parquet", "data.path={tmp}/nan_feature.pq", "data.target=y"], ["column 'a'", "(3)"]),
+    (["data=parquet", "data.path={tmp}/inf_feature.pq", "data.target=y"], ["'b'", "not finite"]),
+    (["data=parquet", "data.path={tmp}/one_class.pq", "data.target=y"], ["one class"]),
+    (["data=parquet", "data.path={tmp}/only_target.pq", "data.target=y"], ["no column besides"]),
+    (["data=parquet", "data.path={tmp}/dates.pq", "data.target=y"], ["'when'", "datetime64"]),
+    (["data=parquet", "data.path={tmp}/na_int.pq", "data.target=y"], ["column 'n'", "(4)"]),
+    (["data=parquet", "data.path={tmp}/na_bool.pq", "data.target=y"], ["column 'flag'", "(1)"]),
     (["trainer.num_threads=0"], ["trainer.num_threads=0", "integer >= 1"]),
 ]
 
@@ -277,6 +294,24 @@ CSV_FILES = {
     "only_target.csv": "y\n" + "".join(f"{i % 2}\n" for i in range(30)),
     "text_target.csv": "a,y\n" + "".join(f"{i},{i}\n" for i in range(30)) + "1,many\n",
 }
+
+
+def _parquet_files(tmp_path) -> None:
+    """The CSV files that parse, as Parquet (`x.pq`), and the cases only Parquet can hold."""
+    import pandas as pd
+
+    for name, text in CSV_FILES.items():
+        if name not in ("empty.csv", "ragged.csv"):
+            frame = pd.read_csv(io.StringIO(text))
+            frame.to_parquet(tmp_path / name.replace(".csv", ".pq"))
+    y = [i % 2 for i in range(30)]
+    pd.DataFrame({"when": pd.date_range("2026-01-01", periods=30), "y": y}).to_parquet(
+        tmp_path / "dates.pq"
+    )
+    n = pd.array([1, 2, 3, None, *range(26)], dtype="Int64")
+    pd.DataFrame({"n": n, "y": y}).to_parquet(tmp_path / "na_int.pq")
+    flag = pd.array([None, *([True, False] * 14), True], dtype="boolean")
+    pd.DataFrame({"flag": flag, "y": y}).to_parquet(tmp_path / "na_bool.pq")
 
 
 def _cli():
@@ -307,6 +342,7 @@ def test_every_bad_input_is_one_line_and_exit_status_2_before_any_work(
 
     for name, text in CSV_FILES.items():
         (tmp_path / name).write_text(text)
+    _parquet_files(tmp_path)
     (tmp_path / "latin1.csv").write_bytes("a,y\ncaf\xe9,1\n".encode("latin-1") * 20)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

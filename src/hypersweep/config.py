@@ -176,6 +176,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
 # What each data source reads besides the keys every data config has.
 SOURCE_KEYS: dict[str, frozenset[str]] = {
     "csv": frozenset(("path", "target")),
+    "parquet": frozenset(("path", "target")),
     "synthetic_classification": frozenset(
         ("n_samples", "n_features", "n_informative", "n_classes", "generator_seed")
     ),
@@ -321,10 +322,11 @@ def _check_data(cfg: DictConfig) -> None:
     val, test = _value(cfg, "data.val_fraction"), _value(cfg, "data.test_fraction")
     if val + test >= 0.9:
         raise _fail("data.val_fraction+data.test_fraction", round(val + test, 6), "a sum below 0.9")
-    if source == "csv":
+    if source in ("csv", "parquet"):
         path = _value(cfg, "data.path")
         if not path or not os.path.isfile(path):
-            raise _fail("data.path", path, "an existing CSV file")
+            kind = "CSV" if source == "csv" else "Parquet"
+            raise _fail("data.path", path, f"an existing {kind} file")
 
 
 def _check_model_fits_data(cfg: DictConfig) -> None:

@@ -100,9 +100,7 @@ def _synthetic_regression(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _csv(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
-    """A table: the target column, and the other columns as features (non-numeric ones one-hot
-    encoded; an empty cell of those is no category). Every problem with the file's contents is
-    one line naming the file, the column or rows, and what is expected."""
+    """A CSV table: see `_table`."""
     import pandas as pd
 
     where = f"data.path={cfg.path!r}"
@@ -120,13 +118,41 @@ def _csv(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
             f"{where} cannot be read as CSV ({_first_line(e)}): expected comma-separated "
             "values with the same number of columns in every row"
         ) from None
+    return _table(cfg, frame)
+
+
+def _parquet(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A Parquet file (pyarrow): see `_table`. Its categorical, string and boolean columns are
+    features as a CSV's text columns are."""
+    import pandas as pd
+    import pyarrow
+
+    try:
+        frame = pd.read_parquet(cfg.path, engine="pyarrow")
+    except (pyarrow.ArrowException, OSError, ValueError) as e:
+        raise ConfigError(
+            f"data.path={cfg.path!r} cannot be read as Parquet ({_first_line(e)}): expected a "
+            "Parquet file"
+        ) from None
+    return _table(cfg, frame.reset_index(drop=True))
+
+
+def _table(cfg: DictConfig, frame) -> tuple[np.ndarray, np.ndarray]:
+    """A table: the target column, and the other columns as features (non-numeric ones one-hot
+    encoded; an empty cell of those is no category). Every problem with the file's contents is
+    one line naming the file, the column or rows, and what is expected."""
+    import pandas as pd
+
+    where = f"data.path={cfg.path!r}"
+    frame.columns = [str(c) for c in frame.columns]
     if cfg.target not in frame.columns:
         raise ConfigError(
             f"data.target={cfg.target!r} is not a column of {cfg.path}: "
             f"expected one of {', '.join(map(str, frame.columns))}"
         )
     if frame.empty:
-        raise ConfigError(f"{where} has a header row and no data rows: expected data rows")
+        header = "a header row and " if cfg.source == "csv" else ""
+        raise ConfigError(f"{where} has {header}no data rows: expected data rows")
     y = frame.pop(cfg.target)
     if y.isna().any():
         raise ConfigError(
@@ -135,9 +161,17 @@ def _csv(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
         )
     if frame.columns.empty:
         raise ConfigError(f"{where} has no column besides data.target: expected feature columns")
-    numeric = frame.select_dtypes("number")
+    for column in frame.columns:
+        dtype = frame[column].dtype
+        if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+            raise ConfigError(
+                f"column {column!r} of {cfg.path} holds {dtype}: expected numbers, booleans or "
+                "categories (convert it, e.g. to days since a date)"
+            )
+    numeric = frame.select_dtypes(["number", "bool", "boolean"])
     for column in numeric.columns:
-        bad = ~np.isfinite(numeric[column].to_numpy(dtype=np.float64))
+        values = numeric[column].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~np.isfinite(values)
         if bad.any():
             raise ConfigError(
                 f"column {column!r} of {cfg.path} is empty or not finite in {_rows(bad)}: "
@@ -303,6 +337,7 @@ LOADERS: dict[str, Callable[[DictConfig], tuple[np.ndarray, np.ndarray]]] = {
     "synthetic_classification": _synthetic_classification,
     "synthetic_regression": _synthetic_regression,
     "csv": _csv,
+    "parquet": _parquet,
     "custom": _custom,
 }
 
@@ -338,7 +373,7 @@ def cache_dir() -> Path:
 
 def _disk_key(key: str, cfg: DictConfig) -> str:
     parts = [key, version("scikit-learn"), np.__version__, str(CACHE_FORMAT)]
-    files = [Path(cfg.path)] if cfg.source == "csv" else []
+    files = [Path(cfg.path)] if cfg.source in ("csv", "parquet") else []
     if cfg.source == "custom":  # the module that defines the function: its code is the data
         module = importlib.import_module(str(cfg._target_).rpartition(".")[0])
         files = [Path(module.__file__)] if getattr(module, "__file__", None) else []
