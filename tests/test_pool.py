@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 from optuna.trial import TrialState
-from test_sweeper import LONG_TRIALS, SPACE, TINY, child_runs, load, results_file, sweep
+from test_sweeper import (
+    LONG_TRIALS,
+    SPACE,
+    TINY,
+    child_runs,
+    load,
+    results_file,
+    sweep,
+    trials_so_far,
+)
 
 from conftest import ROOT, kill_train_when, train
 
@@ -161,11 +170,10 @@ def test_a_stopped_pool_saves_its_running_trials_and_a_rerun_continues_them(
         *LONG_TRIALS,
         *SPACE,
     ]
-    journal = tmp_path / "multirun" / "optuna.journal"
     log = tmp_path / "stderr.txt"
 
     def two_training_after_one_done() -> bool:
-        trials = load(tmp_path).trials if journal.exists() else []
+        trials = trials_so_far(tmp_path)
         training = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
         return any(t.state == TrialState.COMPLETE for t in trials) and len(training) == 2
 

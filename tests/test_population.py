@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from optuna.trial import TrialState
-from test_sweeper import child_runs, load
+from test_sweeper import child_runs, load, trials_so_far
 
 from hypersweep.build import member
 from hypersweep.core import data as data_module
@@ -350,11 +350,10 @@ def test_a_stopped_population_leaves_no_run_running_and_the_same_command_runs_it
         *POPULATION,
     ]
     long = ["trainer.max_epochs=400", "trainer.early_stopping.patience=1000"]
-    journal = tmp_path / "multirun" / "optuna.journal"
     log = tmp_path / "stderr.txt"
 
     def training() -> bool:  # every member of the first population has reported epochs
-        trials = load(tmp_path).trials if journal.exists() else []
+        trials = trials_so_far(tmp_path)
         return len(trials) == 3 and all(len(t.intermediate_values) > 2 for t in trials)
 
     proc, _ = kill_train_when(

@@ -190,7 +190,7 @@ def test_a_sweep_stopped_by_sigterm_continues_its_trial_from_where_it_stopped(
     tmp_path, store, mlflow_client
 ):
     from optuna.trial import TrialState
-    from test_sweeper import load
+    from test_sweeper import load, trials_so_far
 
     args = [
         "-m",
@@ -201,10 +201,9 @@ def test_a_sweep_stopped_by_sigterm_continues_its_trial_from_where_it_stopped(
         "hydra.sweeper.n_trials=3",
         "lr=tag(log, interval(1e-3, 1e-2))",
     ]
-    journal = tmp_path / "multirun" / "optuna.journal"
 
     def second_trial_training():
-        trials = load(tmp_path).trials if journal.exists() else []
+        trials = trials_so_far(tmp_path)
         return len(trials) == 2 and len(trials[1].intermediate_values) >= 3
 
     log = tmp_path / "stderr.txt"

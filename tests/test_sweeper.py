@@ -45,6 +45,16 @@ def load(tmp_path: Path, name: str = "s") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+def trials_so_far(tmp_path: Path, name: str = "s") -> list:
+    """The study's trials while a sweep is starting: none before its journal holds the study."""
+    if not (tmp_path / "multirun" / "optuna.journal").exists():
+        return []
+    try:
+        return load(tmp_path, name).trials
+    except KeyError:  # the journal file exists, the study's first record is not written yet
+        return []
+
+
 def child_runs(client):
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     return [r for r in runs if r.data.tags.get("sweep") != "true"]
@@ -355,11 +365,10 @@ def test_resume_after_a_kill_completes_exactly_n_trials(tmp_path, store, mlflow_
         "hydra.sweeper.n_trials=5",
         *SPACE,
     ]
-    journal = tmp_path / "multirun" / "optuna.journal"
 
     def third_trial_training() -> bool:
         # 2 trials done and a 3rd one training (its MLflow run exists by then)
-        trials = load(tmp_path).trials if journal.exists() else []
+        trials = trials_so_far(tmp_path)
         return sum(t.state == TrialState.COMPLETE for t in trials) >= 2 and any(
             t.state == TrialState.RUNNING and t.intermediate_values for t in trials
         )
