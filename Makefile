@@ -31,7 +31,7 @@ lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 ui: install
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --port 5000
+	$(BIN)/hypersweep ui --port 5000
 
 clean:
 	rm -rf multirun outputs mlruns

@@ -82,8 +82,10 @@ def test_grid_sweep_logs_every_job_as_a_child_run(tmp_path, store, mlflow_client
     assert f"Best run {best.info.run_id}: best_val_loss={score:.4g} with {own}" in last
     assert last[-2:] == [
         f"Next: hypersweep best --sweep {parent.info.run_id}   (test it once, register it)",
-        f"      mlflow ui --backend-store-uri {store['uri']}   (compare the runs)",
+        f"      hypersweep ui --sweep {parent.info.run_id}   (compare the runs)",
     ]
+    # the experiment is the problem's, the parent run the sweep's
+    assert experiment.name == "digits-mlp" and parent.info.run_name.startswith("sweep 20")
 
 
 @pytest.mark.slow

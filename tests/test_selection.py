@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -11,7 +13,7 @@ import yaml
 
 from hypersweep.tracking.analysis import figures, study_from_runs
 
-from conftest import hypersweep, train
+from conftest import _train_env, hypersweep, train
 
 pytestmark = pytest.mark.slow
 
@@ -86,6 +88,24 @@ def test_the_analysis_plots_can_be_turned_off_and_the_table_stays(tmp_path, stor
     assert parent.data.metrics["importance.lr"] == pytest.approx(1.0)
 
 
+# Serving the registered model in a process that cannot import hypersweep (as a machine
+# without it): the torch module and MLflow's pyfunc, at batch sizes other than the example's.
+SERVE = """
+import sys
+sys.modules["hypersweep"] = None  # any import of it now raises ImportError
+import mlflow, numpy, torch
+mlflow.set_tracking_uri(sys.argv[1])
+module = mlflow.pytorch.load_model(sys.argv[2])
+for rows in (7, 1):
+    print(tuple(module(torch.randn(rows, 1, 8, 8)).shape), end=" ")
+pyfunc = mlflow.pyfunc.load_model(sys.argv[2])
+batch = numpy.random.rand(7, 1, 8, 8).astype("float32")
+print(numpy.asarray(pyfunc.predict(batch)).argmax(1).shape)
+loaded = [m for m, v in sys.modules.items() if m.startswith("hypersweep") and v is not None]
+print("hypersweep-absent" if not loaded else loaded)
+"""
+
+
 def test_best_tests_once_registers_and_the_champion_predicts(
     grid_sweep, tmp_path, store, mlflow_client
 ):
@@ -112,13 +132,25 @@ def test_best_tests_once_registers_and_the_champion_predicts(
     assert model(fresh).shape == (7, 10)
     info = mlflow.models.get_model_info("models:/digits-mlp@champion")
     assert info.signature is not None and info.saved_input_example_info is not None
-    # What loading the pickled model needs, pinned to the installed versions.
+    # A pt2 graph: what serving it needs is torch and MLflow, pinned to the installed versions
     from importlib.metadata import version
 
     local = mlflow.artifacts.download_artifacts("models:/digits-mlp@champion")
     requirements = (Path(local) / "requirements.txt").read_text().split()
-    for package in ("torch", "hypersweep", "cloudpickle"):
-        assert f"{package}=={version(package)}" in requirements
+    assert {f"{p}=={version(p)}" for p in ("torch", "mlflow")} <= set(requirements)
+    assert not any(r.startswith(("hypersweep", "cloudpickle")) for r in requirements)
+    assert (Path(local) / "data" / "model.pt2").is_file()
+    assert mlflow_client.get_run(winner.info.run_id).data.tags["model_format"] == "pt2"
+    # ... and it loads and predicts with hypersweep not importable at all, at other batch sizes
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE, store["uri"], "models:/digits-mlp@champion"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert served.returncode == 0, served.stderr[-3000:]
+    assert served.stdout.splitlines() == ["(7, 10) (1, 10) (7,)", "hypersweep-absent"]
 
     again = hypersweep(["best", "--sweep", parent.info.run_id], tmp_path, store["uri"])
     assert again.returncode == 0
@@ -300,3 +332,73 @@ def test_reproduce_refuses_a_stored_config_that_names_untrusted_code(
         "hydra_plugins.hypersweep_sweeper, or a module listed in hypersweep.trusted_targets"
     ], again.stderr[-2000:]
     assert [r.info.run_id for r in runs_of(mlflow_client, "single")] == [source.info.run_id]
+
+
+def test_ui_serves_the_store_on_loopback_and_links_the_sweeps_runs_table(tmp_path):
+    import json
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from mlflow import MlflowClient
+
+    grid = ["-m", "optimizer=adam,sgd", "lr=0.1,0.01", "trainer.max_epochs=2"]
+    result = train([*grid, "model.hidden_units=16"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    (parent,) = client.search_runs(["1"], filter_string="tags.sweep = 'true'")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "hypersweep.cli", "ui", "--port", str(port)],
+        cwd=tmp_path,
+        env=_train_env(None),  # the store under cwd, as train.py gets it
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert ui.stdout.readline().startswith(f"MLflow UI at http://127.0.0.1:{port} ")
+        link = ui.stdout.readline().strip()
+        key = f"hypersweep-{parent.info.run_id}"
+        base = f"http://127.0.0.1:{port}"
+        assert link == (
+            f"{base}/#/experiments/{parent.info.experiment_id}/runs"
+            f"?workflowType=machine_learning&viewStateShareKey={key}"
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and ui.poll() is None, "no UI in 90 s"
+                time.sleep(0.5)
+        # the UI's server reads the layout the link names from the project's store
+        query = f"{base}/api/2.0/mlflow/experiments/get?experiment_id={parent.info.experiment_id}"
+        with urllib.request.urlopen(query, timeout=10) as r:
+            tags = {t["key"]: t["value"] for t in json.load(r)["experiment"]["tags"]}
+        view = json.loads(tags[f"mlflow.sharedViewState.{key}"])
+        assert view["selectedColumns"] == [
+            "metrics.`best_val_loss`",
+            "metrics.`best_val_acc`",
+            "metrics.`epochs_run`",
+            "params.`choice.optimizer`",
+            "params.`lr`",
+            "tags.`status_reason`",
+        ]
+        assert view["orderByKey"] == "metrics.`best_val_loss`" and view["orderByAsc"] is True
+        assert view["runsExpanded"] == {parent.info.run_id: True}
+        with socket.socket() as s:  # loopback only
+            outside = socket.gethostbyname(socket.gethostname())
+            if not outside.startswith("127."):
+                assert s.connect_ex((outside, port)) != 0
+    finally:
+        ui.send_signal(signal.SIGINT)
+        assert ui.wait(timeout=60) == 0
+    with socket.socket() as s:  # Ctrl-C stopped the server too
+        assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -88,12 +88,14 @@ def test_optuna_sweep_through_a_tracking_server(tmp_path, mlflow_server):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(mlflow_server)
-    exp = client.get_experiment_by_name("served")
+    # the problem's experiment (data-model); the study is the parent run's
+    exp = client.get_experiment_by_name("digits-mlp")
     runs = client.search_runs([exp.experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 4 and len(runs) == 5
     assert parent.data.params["sampler"] == "TPESampler"
+    assert parent.data.params["study_name"] == "served"
     assert parent.data.params["pruner"] == "HyperbandPruner"
     assert parent.data.params["space.lr"] == "tag(log, interval(1e-4, 1e-1))"
     assert "best_run_id" in parent.data.tags
@@ -142,7 +144,7 @@ def test_optuna_sweep_through_a_tracking_server(tmp_path, mlflow_server):
             mlflow_server,
             "best",
             "--experiment",
-            "served",
+            "digits-mlp",
             "--name",
             "served-digits",
         ],

@@ -1,11 +1,14 @@
-"""`hypersweep best` and `hypersweep reproduce`: select, test once, register; re-run a run."""
+"""`hypersweep best`, `hypersweep reproduce` and `hypersweep ui`: select, test once, register;
+re-run a run; open the MLflow UI on a sweep's runs table."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -116,6 +119,62 @@ def reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def ui(args: argparse.Namespace) -> int:
+    """The MLflow UI on this project's store, bound to 127.0.0.1, and the link that opens the
+    sweep's runs table (`tracking.view`). Runs until Ctrl-C."""
+    import subprocess
+    import time
+    import urllib.request
+    import webbrowser
+
+    from hypersweep import selection
+    from hypersweep.tracking import view
+
+    client = _client(args.tracking_uri)
+    parent = selection.find_sweep(client, args.sweep)
+    if parent is not None:
+        path = view.share(client, parent)
+    else:  # no sweep yet: the latest experiment's runs
+        experiments = client.search_experiments(order_by=["last_update_time DESC"], max_results=1)
+        path = view.experiment_path(experiments[0].experiment_id) if experiments else "/"
+    base = f"http://127.0.0.1:{args.port}"
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.tracking_uri]
+    command += ["--host", "127.0.0.1", "--port", str(args.port)]
+    if args.tracking_uri.startswith("sqlite:///"):  # the project's artifacts, beside its store
+        root = Path(args.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+        command += ["--default-artifact-root", str(root)]
+    # Its own process group, stopped as a whole on the way out (Ctrl-C, SIGTERM): the MLflow
+    # command runs its web server as a child of its own.
+    server = subprocess.Popen(command, start_new_session=True)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    what = f"sweep {parent.info.run_id}" if parent is not None else "runs"
+    print(f"MLflow UI at {base} (Ctrl-C stops it); the {what}:\n{base}/#{path}", flush=True)
+    try:
+        if args.open:
+            deadline = time.monotonic() + 60
+            while server.poll() is None and time.monotonic() < deadline:
+                try:
+                    urllib.request.urlopen(f"{base}/health", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.3)
+            webbrowser.open(f"{base}/#{path}")
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _trust_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust",
@@ -147,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-register", action="store_true", help="test, but do not register")
     _trust_option(p)
     p.set_defaults(func=best)
+    p = sub.add_parser("ui", help="the MLflow UI on this store, opened on a sweep's runs")
+    p.add_argument("--sweep", help="a sweep's parent run id or sweep dir (default: the latest)")
+    p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    p.add_argument("--open", action="store_true", help="open the link in a browser")
+    p.set_defaults(func=ui)
     p = sub.add_parser("reproduce", help="re-run a run from its stored config")
     p.add_argument("run_id")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides (changes the run)")

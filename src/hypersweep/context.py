@@ -67,7 +67,7 @@ class JobContext:
             multirun=multirun,
             sweep_dir=Path(hydra_cfg.sweep.dir).resolve() if multirun else None,
             sweep=read_sweep_file(hydra_cfg.sweep.dir) if multirun else None,
-            experiment=experiment_name(cfg, hydra_cfg, trial.study_name if trial else None),
+            experiment=experiment_name(cfg, hydra_cfg),
             trial=trial,
             reproduced_from=os.environ.get(REPRODUCED_FROM_ENV) or None,
         )

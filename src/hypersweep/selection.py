@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from hypersweep.tracking.runs import load_run_checkpoint
 from hypersweep.tracking.store import mlflow_client
 
 CHAMPION = "champion"
+log = logging.getLogger(__name__)
 # What a run is ranked by: its score at the best epoch on validation rows.
 VALIDATION_METRICS = ("best_val_loss", "best_val_acc", "best_val_rmse")
 
@@ -32,25 +34,35 @@ class Ranking:
     columns: list[str]  # the params that vary between the runs
 
 
+def find_sweep(client: Any, sweep: str | None) -> Any:
+    """The parent run of a sweep (by run id or sweep dir); the latest sweep when `sweep` is
+    None (None: the store has no sweep)."""
+    parents = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="tags.sweep = 'true'",
+        order_by=["attributes.start_time DESC"],
+        max_results=5000 if sweep else 1,
+    )
+    if not sweep:
+        return parents[0] if parents else None
+    match = [
+        p
+        for p in parents
+        if sweep in (p.info.run_id, p.data.tags.get("sweep_dir"))
+        or p.data.tags.get("sweep_dir", "").endswith(str(sweep).rstrip("/"))
+    ]
+    if not match:
+        raise SelectionError(f"--sweep {sweep}: no sweep run has that id or sweep dir")
+    return match[0]
+
+
 def find_runs(client: Any, experiment: str | None, sweep: str | None) -> list[Any]:
     """Finished job runs of a sweep (parent run id or sweep dir), an experiment (name), or by
     default the most recent sweep in the store."""
     if sweep:
-        parents = client.search_runs(
-            [e.experiment_id for e in client.search_experiments()],
-            filter_string="tags.sweep = 'true'",
-            max_results=5000,
-        )
-        match = [
-            p
-            for p in parents
-            if sweep in (p.info.run_id, p.data.tags.get("sweep_dir"))
-            or p.data.tags.get("sweep_dir", "").endswith(str(sweep).rstrip("/"))
-        ]
-        if not match:
-            raise SelectionError(f"--sweep {sweep}: no sweep run has that id or sweep dir")
-        exp_ids = [match[0].info.experiment_id]
-        filt = f"tags.`mlflow.parentRunId` = '{match[0].info.run_id}'"
+        parent = find_sweep(client, sweep)
+        exp_ids = [parent.info.experiment_id]
+        filt = f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     else:
         if experiment:
             found = client.get_experiment_by_name(experiment)
@@ -59,15 +71,10 @@ def find_runs(client: Any, experiment: str | None, sweep: str | None) -> list[An
                 raise SelectionError(f"--experiment {experiment!r} does not exist: have {names}")
             exp_ids = [found.experiment_id]
         else:
-            latest = client.search_runs(
-                [e.experiment_id for e in client.search_experiments()],
-                filter_string="tags.sweep = 'true'",
-                order_by=["attributes.start_time DESC"],
-                max_results=1,
-            )
-            if not latest:
+            latest = find_sweep(client, None)
+            if latest is None:
                 raise SelectionError("no sweep in this store: pass --experiment NAME")
-            exp_ids = [latest[0].info.experiment_id]
+            exp_ids = [latest.info.experiment_id]
         filt = ""  # MLflow's != skips runs without the tag: parents are dropped below
     runs = client.search_runs(exp_ids, filter_string=filt, max_results=50000)
     return [r for r in runs if r.info.status == "FINISHED" and r.data.tags.get("sweep") != "true"]
@@ -154,42 +161,67 @@ def register(
     tracking_uri: str, run: Any, name: str, trusted: tuple[str, ...] = trust.BUILTIN
 ) -> int:
     """Log the run's best model as an MLflow PyTorch model (signature, input example) and
-    register it under `name` with the alias `champion`. Returns the model version."""
+    register it under `name` with the alias `champion`. Returns the model version.
+
+    The format is `pt2` (torch.export, the batch dimension dynamic): a graph and its weights,
+    no pickle, so that serving it needs torch and MLflow only, not hypersweep nor the model's
+    own code. A model torch.export cannot trace is logged pickled instead (loading it then
+    needs its class importable), with a warning and the tag `model_format=pickle`."""
     import mlflow
     from mlflow.models import infer_signature
 
     model, data = rebuild_model(load_run_checkpoint(tracking_uri, run.info.run_id), trusted)
-    example = data.x_test[:5].numpy().astype(np.float32)
+    model.eval()
+    example = data.x_test[:5].numpy().astype(np.float32)  # > 1 row: the batch stays dynamic
     with torch.no_grad():
         output = model(torch.from_numpy(example)).numpy()
     mlflow.set_tracking_uri(tracking_uri)
+    common = {"name": "model", "signature": infer_signature(example, output)}
     with mlflow.start_run(run_id=run.info.run_id):
-        # pickle: the pt2 default loads back as a GraphModule fixed to the example's batch size.
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            signature=infer_signature(example, output),
-            input_example=example,
-            serialization_format="pickle",
-            pip_requirements=_requirements(),
-        )
+        try:
+            info = mlflow.pytorch.log_model(
+                model,
+                input_example=example,
+                serialization_format="pt2",
+                pip_requirements=_requirements(PT2_REQUIREMENTS),
+                **common,
+            )
+            fmt = "pt2"
+        except Exception as e:  # noqa: BLE001 - torch.export's errors are many kinds
+            log.warning(
+                "torch.export cannot export %s (%s): registered pickled instead, which needs "
+                "its class importable to load",
+                type(model).__name__,
+                " ".join(str(e).split())[:200],
+            )
+            info = mlflow.pytorch.log_model(
+                model,
+                input_example=example,
+                serialization_format="pickle",
+                pip_requirements=_requirements(PICKLE_REQUIREMENTS),
+                **common,
+            )
+            fmt = "pickle"
     version = mlflow.register_model(info.model_uri, name)
     client = mlflow_client(tracking_uri)
     client.set_registered_model_alias(name, CHAMPION, version.version)
     client.set_tag(run.info.run_id, "registered_model", f"{name}/{version.version}")
+    client.set_tag(run.info.run_id, "model_format", fmt)
     return int(version.version)
 
 
-# What the pickled model needs to load, as MLflow's inference finds it, but read from the
-# installed versions: inferring them runs a subprocess that imports the model again (~4 s).
-MODEL_REQUIREMENTS = ("mlflow", "cloudpickle", "hypersweep", "numpy", "pandas", "torch")
+# What the logged model needs to load, read from the installed versions (MLflow's inference
+# runs a subprocess that imports the model again, ~4 s): the pt2 graph needs torch and MLflow
+# only; a pickled model its own code (hypersweep's, or the user's) too.
+PT2_REQUIREMENTS = ("mlflow", "numpy", "pandas", "torch")
+PICKLE_REQUIREMENTS = ("mlflow", "cloudpickle", "hypersweep", "numpy", "pandas", "torch")
 
 
-def _requirements() -> list[str]:
+def _requirements(packages: tuple[str, ...]) -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = []
-    for package in MODEL_REQUIREMENTS:
+    for package in packages:
         try:
             found.append(f"{package}=={version(package)}")
         except PackageNotFoundError:

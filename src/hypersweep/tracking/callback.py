@@ -7,6 +7,7 @@ import atexit
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,22 +38,48 @@ def read_sweep_file(sweep_dir: str | os.PathLike) -> dict[str, str] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def experiment_name(cfg: DictConfig, hydra_cfg: DictConfig, study: str | None = None) -> str:
-    """tracking.experiment if set; else the study name (Optuna sweeps: `study`, the study of
-    a job's trial, or the sweep's own), the sweep dir (grid sweeps) or the job name (single
-    runs)."""
+def experiment_name(cfg: DictConfig, hydra_cfg: DictConfig) -> str:
+    """tracking.experiment if set; else the problem: `<data>-<model>` (`digits-mlp`), so that
+    every sweep and single run on one problem lands in one experiment, each sweep under a
+    parent run of its own, and compares in one table."""
     explicit = cfg.tracking.get("experiment")
     if explicit:
         return str(explicit)
-    if study:
-        return study
-    if "hydra" in cfg and _is_hypersweep(cfg):
-        from hypersweep.search.study import study_name_for
+    return problem_name(cfg, hydra_cfg)
 
-        return study_name_for(cfg)
-    if str(hydra_cfg.mode) == "RunMode.MULTIRUN":
-        return os.path.relpath(os.path.abspath(hydra_cfg.sweep.dir))
-    return str(hydra_cfg.job.name)
+
+GENERIC_DATA = ("csv", "parquet", "custom")
+
+
+def problem_name(cfg: DictConfig, hydra_cfg: DictConfig) -> str:
+    """`<data>-<model>`: the data's name (a table's file name, a custom function's name) and
+    the model group's option (a custom model's class); a group the sweep searches over is the
+    options it searches, joined by `+` (`digits-cnn+mlp`)."""
+    from hypersweep.search.space import swept_keys
+
+    swept = swept_keys(list(hydra_cfg.overrides.task)) if "overrides" in hydra_cfg else {}
+    data = cfg.get("data") or {}
+    name = str(data.get("name", "data"))
+    if name in GENERIC_DATA:
+        if data.get("path"):
+            name = Path(str(data.path)).stem
+        elif data.get("_target_"):
+            name = str(data._target_).rsplit(".", 1)[-1]
+    choices = hydra_cfg.runtime.choices if "runtime" in hydra_cfg else {}
+    model = str(choices.get("model") or "model")
+    if model == "custom" and cfg.get("model") and cfg.model.get("_target_"):
+        model = str(cfg.model._target_).rsplit(".", 1)[-1]
+    parts = {"data": name, "model": model}
+    for group in parts:
+        if group in swept:
+            words = re.findall(r"[A-Za-z_][\w.]*", swept[group])
+            options = sorted({w for w in words if w not in SEARCH_FUNCTIONS})
+            parts[group] = "+".join(options) or parts[group]
+    return f"{parts['data']}-{parts['model']}"
+
+
+# Hydra's sweep grammar around a group's options (`choice(mlp, cnn)`): not option names.
+SEARCH_FUNCTIONS = frozenset(("choice", "range", "interval", "tag", "glob", "sort", "shuffle"))
 
 
 class SweepTracking(Callback):
@@ -77,7 +104,7 @@ class SweepTracking(Callback):
         client = mlflow_client(uri)
         run = client.create_run(
             exp_id,
-            run_name=f"sweep {sweep_dir.name}",
+            run_name=f"sweep {sweep_dir.parent.name} {sweep_dir.name}",
             tags={
                 "sweep": "true",
                 "sweep_dir": str(sweep_dir.resolve()),
@@ -182,12 +209,20 @@ def _say_what_next(uri: str, parent_run_id: str, best: Any, config: DictConfig) 
         best.data.metrics[metric],
         own or "the defaults",
     )
-    ui = (
-        f"open {uri}"
-        if uri.startswith(("http://", "https://"))
-        else f"mlflow ui --backend-store-uri {uri}"
+    default = os.environ.get("MLFLOW_TRACKING_URI") or (
+        f"sqlite:///{os.path.abspath('mlruns/mlflow.db')}"
     )
-    log.info("Next: hypersweep best --sweep %s   (test it once, register it)", parent_run_id)
+    store = "" if uri == default else f"--tracking-uri {uri} "
+    if uri.startswith(("http://", "https://")):  # a server: its UI, on the sweep's runs
+        from hypersweep.tracking.view import share
+
+        client = mlflow_client(uri)
+        ui = f"open {uri.rstrip('/')}/#{share(client, client.get_run(parent_run_id))}"
+    else:
+        ui = f"hypersweep {store}ui --sweep {parent_run_id}"
+    log.info(
+        "Next: hypersweep %sbest --sweep %s   (test it once, register it)", store, parent_run_id
+    )
     log.info("      %s   (compare the runs)", ui)
 
 
