@@ -13,11 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-
-def default_tracking_uri() -> str:
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlruns/mlflow.db')}"
-    )
+from hypersweep.tracking.store import default_tracking_uri
 
 
 def _client(uri: str):

@@ -176,17 +176,22 @@ def register(
     with torch.no_grad():
         output = model(torch.from_numpy(example)).numpy()
     mlflow.set_tracking_uri(tracking_uri)
-    common = {"name": "model", "signature": infer_signature(example, output)}
+    signature = infer_signature(example, output)
+
+    def log_model(fmt: str) -> Any:
+        return mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            serialization_format=fmt,
+            pip_requirements=_requirements(REQUIREMENTS[fmt]),
+        )
+
     with mlflow.start_run(run_id=run.info.run_id):
+        fmt = "pt2"
         try:
-            info = mlflow.pytorch.log_model(
-                model,
-                input_example=example,
-                serialization_format="pt2",
-                pip_requirements=_requirements(PT2_REQUIREMENTS),
-                **common,
-            )
-            fmt = "pt2"
+            info = log_model(fmt)
         except Exception as e:  # noqa: BLE001 - torch.export's errors are many kinds
             log.warning(
                 "torch.export cannot export %s (%s): registered pickled instead, which needs "
@@ -194,14 +199,8 @@ def register(
                 type(model).__name__,
                 " ".join(str(e).split())[:200],
             )
-            info = mlflow.pytorch.log_model(
-                model,
-                input_example=example,
-                serialization_format="pickle",
-                pip_requirements=_requirements(PICKLE_REQUIREMENTS),
-                **common,
-            )
             fmt = "pickle"
+            info = log_model(fmt)
     version = mlflow.register_model(info.model_uri, name)
     client = mlflow_client(tracking_uri)
     client.set_registered_model_alias(name, CHAMPION, version.version)
@@ -213,8 +212,10 @@ def register(
 # What the logged model needs to load, read from the installed versions (MLflow's inference
 # runs a subprocess that imports the model again, ~4 s): the pt2 graph needs torch and MLflow
 # only; a pickled model its own code (hypersweep's, or the user's) too.
-PT2_REQUIREMENTS = ("mlflow", "numpy", "pandas", "torch")
-PICKLE_REQUIREMENTS = ("mlflow", "cloudpickle", "hypersweep", "numpy", "pandas", "torch")
+REQUIREMENTS = {
+    "pt2": ("mlflow", "numpy", "pandas", "torch"),
+    "pickle": ("mlflow", "cloudpickle", "hypersweep", "numpy", "pandas", "torch"),
+}
 
 
 def _requirements(packages: tuple[str, ...]) -> list[str]:

@@ -22,6 +22,7 @@ from hypersweep.tracking.runs import run_tags_static
 from hypersweep.tracking.store import (
     PARENT_TAG,
     close_orphaned_runs,
+    default_tracking_uri,
     experiment_id,
     mlflow_client,
     prepare_store,
@@ -209,10 +210,7 @@ def _say_what_next(uri: str, parent_run_id: str, best: Any, config: DictConfig) 
         best.data.metrics[metric],
         own or "the defaults",
     )
-    default = os.environ.get("MLFLOW_TRACKING_URI") or (
-        f"sqlite:///{os.path.abspath('mlruns/mlflow.db')}"
-    )
-    store = "" if uri == default else f"--tracking-uri {uri} "
+    store = "" if uri == default_tracking_uri() else f"--tracking-uri {uri} "
     if uri.startswith(("http://", "https://")):  # a server: its UI, on the sweep's runs
         from hypersweep.tracking.view import share
 

@@ -28,6 +28,14 @@ log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 
 
+def default_tracking_uri() -> str:
+    """The store commands use when none is named: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db
+    (what conf/tracking/local.yaml gives a job run from here)."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlruns/mlflow.db')}"
+    )
+
+
 def mlflow_client(uri: str):
     """An MlflowClient for `uri` (MLflow is imported on first use, off the start-up path)."""
     from mlflow import MlflowClient

@@ -16,8 +16,9 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
+from hypersweep.tracking.store import PARENT_TAG
+
 SHARED_VIEW_TAG = "mlflow.sharedViewState."
-PARENT_TAG = "mlflow.parentRunId"
 
 
 def column(kind: str, key: str) -> str:
@@ -67,8 +68,7 @@ def share(client: Any, parent: Any) -> str:
     key = f"hypersweep-{parent.info.run_id}"
     view = sweep_view(client, parent)
     client.set_experiment_tag(parent.info.experiment_id, SHARED_VIEW_TAG + key, json.dumps(view))
-    query = urlencode({"workflowType": "machine_learning", "viewStateShareKey": key})
-    return f"/experiments/{parent.info.experiment_id}/runs?{query}"
+    return f"{experiment_path(parent.info.experiment_id)}&{urlencode({'viewStateShareKey': key})}"
 
 
 def experiment_path(experiment_id: str) -> str:
