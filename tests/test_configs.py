@@ -11,6 +11,7 @@ from hypersweep.core.data import load
 from hypersweep.core.optim import build_optimizer
 
 from conftest import CONF, TINY, compose_cfg
+from image_files import cifar_files, image_folder, mnist_files
 
 GROUPS = ("data", "model", "optimizer", "scheduler", "regularization", "trainer", "tracking")
 # Models that need a particular data layout are composed with data that has it.
@@ -60,6 +61,14 @@ def test_option_composes_validates_and_builds(group, option, tmp_path, monkeypat
             {"a": range(60), "color": colors, "label": [i % 3 for i in range(60)]}
         ).to_parquet(table)
         overrides += [f"data.path={table}", "data.target=label"]
+    if group == "data" and option in ("mnist", "fashion_mnist"):
+        mnist_files(tmp_path, n_train=100, n_test=20)
+        overrides += [f"data.root={tmp_path}"]
+    if group == "data" and option == "cifar10":
+        cifar_files(tmp_path)
+        overrides += [f"data.root={tmp_path}"]
+    if group == "data" and option == "image_folder":
+        overrides += [f"data.path={image_folder(tmp_path, per_class=8)}"]
     cfg = compose_cfg(overrides)
     validate(cfg)
     splits = load(cfg.data)

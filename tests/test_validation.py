@@ -12,6 +12,7 @@ import pytest
 from hypersweep.config import ConfigError, validate
 
 from conftest import ROOT, compose_cfg, train
+from image_files import image_folder
 
 # (overrides, key named in the message, value named in the message, words of what is allowed)
 CASES = [
@@ -278,6 +279,16 @@ CLI_CASES = [
     (["data=parquet", "data.path={tmp}/na_int.pq", "data.target=y"], ["column 'n'", "(4)"]),
     (["data=parquet", "data.path={tmp}/na_bool.pq", "data.target=y"], ["column 'flag'", "(1)"]),
     (["trainer.num_threads=0"], ["trainer.num_threads=0", "integer >= 1"]),
+    # Image data
+    (["data=mnist", "data.root={tmp}"], ["data.root=", "data=mnist", "train-images-idx3-ubyte"]),
+    (["data=cifar10", "data.root={tmp}"], ["data=cifar10", "data_batch_1", "download=true"]),
+    (["data=image_folder", "data.path={tmp}/none"], ["data.path=", "an existing folder"]),
+    (["data=image_folder", "data.path={tmp}/images/red"], ["0 subfolders", "two or more"]),
+    (["data=image_folder", "data.path={tmp}/images", "data.size=[28]"], ["data.size=[28]"]),
+    (["data=image_folder", "data.path={tmp}/images", "data.channels=2"], ["data.channels=2"]),
+    (["data=image_folder", "data.path={tmp}/broken", "model=cnn"], ["bad.png", "as an image"]),
+    (["data.test_fraction=null"], ["data.test_fraction=None", "own test split of cifar10"]),
+    (["data=mnist", "data.root={tmp}", "data.download=yes"], ["data.download='yes'", "true or"]),
 ]
 
 
@@ -343,6 +354,9 @@ def test_every_bad_input_is_one_line_and_exit_status_2_before_any_work(
     for name, text in CSV_FILES.items():
         (tmp_path / name).write_text(text)
     _parquet_files(tmp_path)
+    image_folder(tmp_path / "images", per_class=4)
+    image_folder(tmp_path / "broken", per_class=4)
+    (tmp_path / "broken" / "red" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n torn")
     (tmp_path / "latin1.csv").write_bytes("a,y\ncaf\xe9,1\n".encode("latin-1") * 20)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -140,7 +140,10 @@ GROUP_CHECKS: dict[str, dict[str, Check]] = {
         "task": _one_of(TASKS),
         "kind": _one_of(INPUT_KINDS),
         "val_fraction": (lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)"),
-        "test_fraction": (lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)"),
+        "test_fraction": (
+            lambda v: v is None or (_num(v) and 0 < v < 1),
+            "a number in (0, 1), or null for the set's own test split",
+        ),
         "split_seed": NON_NEG_INT,
         "cv_folds": (lambda v: v is None or (_int(v) and v >= 2), "null or an integer >= 2"),
         "n_samples": POS_INT,
@@ -148,6 +151,8 @@ GROUP_CHECKS: dict[str, dict[str, Check]] = {
         "n_classes": (lambda v: _int(v) and v >= 2, "an integer >= 2"),
         "noise": NON_NEGATIVE,
         "cache": BOOL,
+        "channels": (lambda v: _int(v) and v in (1, 3), "1 (grey) or 3 (RGB)"),
+        "download": BOOL,
     },
     "tracking": {"flush_every_s": NON_NEGATIVE},
 }
@@ -177,6 +182,10 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
 SOURCE_KEYS: dict[str, frozenset[str]] = {
     "csv": frozenset(("path", "target")),
     "parquet": frozenset(("path", "target")),
+    "image_folder": frozenset(("path", "size", "channels")),
+    "mnist": frozenset(("root", "download")),
+    "fashion_mnist": frozenset(("root", "download")),
+    "cifar10": frozenset(("root", "download")),
     "synthetic_classification": frozenset(
         ("n_samples", "n_features", "n_informative", "n_classes", "generator_seed")
     ),
@@ -199,9 +208,9 @@ def _walk(node: Any, prefix: str):
                     f"({prefix}.{key}=...)"
                 )
             yield from _walk(node[key], f"{prefix}.{key}")
-    elif isinstance(node, ListConfig):
-        for i, item in enumerate(node):
-            yield from _walk(item, f"{prefix}[{i}]")
+    elif isinstance(node, ListConfig):  # items unresolved: a broken one is named where read
+        for i in range(len(node)):
+            yield from _walk(node._get_node(i), f"{prefix}[{i}]")
     yield prefix, node
 
 
@@ -314,14 +323,34 @@ def _check_top_level(cfg: DictConfig) -> None:
 
 
 def _check_data(cfg: DictConfig) -> None:
+    from hypersweep.core import images
     from hypersweep.core.data import LOADERS
 
     source = _value(cfg, "data.source")
     if source not in LOADERS:
         raise _fail("data.source", source, "one of " + ", ".join(sorted(LOADERS)))
     val, test = _value(cfg, "data.val_fraction"), _value(cfg, "data.test_fraction")
-    if val + test >= 0.9:
-        raise _fail("data.val_fraction+data.test_fraction", round(val + test, 6), "a sum below 0.9")
+    if test is None and source not in images.OWN_TEST_SPLIT:
+        raise _fail(
+            "data.test_fraction",
+            None,
+            f"a number in (0, 1) for data.source={source} (null keeps the own test split of "
+            + ", ".join(sorted(images.OWN_TEST_SPLIT))
+            + ")",
+        )
+    if val + (test or 0) >= 0.9:
+        raise _fail(
+            "data.val_fraction+data.test_fraction", round(val + (test or 0), 6), "a sum below 0.9"
+        )
+    if source == "image_folder":
+        size = _value(cfg, "data.size")
+        pair = isinstance(size, ListConfig) and len(size) == 2
+        if not pair or not all(POS_INT[0](v) for v in size):
+            shown = list(size) if isinstance(size, ListConfig) else size
+            raise _fail("data.size", shown, "[height, width], two integers >= 1")
+        images.check_folder(cfg.data)
+    if source in images.OWN_TEST_SPLIT:
+        images.check_standard(cfg.data)
     if source in ("csv", "parquet"):
         path = _value(cfg, "data.path")
         if not path or not os.path.isfile(path):

@@ -100,12 +100,15 @@ def _targets(node: Any, prefix: str):
             else:
                 child = _raw(node, key) if isinstance(node, DictConfig) else node[key]
                 yield from _targets(child, path)
-    elif isinstance(node, (ListConfig, list)):
+    elif isinstance(node, ListConfig):  # items unresolved, as a DictConfig's children
+        for i in range(len(node)):
+            yield from _targets(_raw(node, i), f"{prefix}[{i}]")
+    elif isinstance(node, list):
         for i, item in enumerate(node):
             yield from _targets(item, f"{prefix}[{i}]")
 
 
-def _raw(node: DictConfig, key: Any) -> Any:
+def _raw(node: DictConfig | ListConfig, key: Any) -> Any:
     """A child without resolving interpolations elsewhere in the config (a `_target_` given as
     an interpolation is resolved; a broken one elsewhere is not this check's business)."""
     child = node._get_node(key)

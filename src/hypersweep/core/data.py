@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from hypersweep.core import images
 from hypersweep.errors import ConfigError
 
 
@@ -339,6 +340,7 @@ LOADERS: dict[str, Callable[[DictConfig], tuple[np.ndarray, np.ndarray]]] = {
     "csv": _csv,
     "parquet": _parquet,
     "custom": _custom,
+    **images.LOADERS,
 }
 
 
@@ -374,6 +376,8 @@ def cache_dir() -> Path:
 def _disk_key(key: str, cfg: DictConfig) -> str:
     parts = [key, version("scikit-learn"), np.__version__, str(CACHE_FORMAT)]
     files = [Path(cfg.path)] if cfg.source in ("csv", "parquet") else []
+    if cfg.source in images.LOADERS:
+        files = images.source_files(cfg)
     if cfg.source == "custom":  # the module that defines the function: its code is the data
         module = importlib.import_module(str(cfg._target_).rpartition(".")[0])
         files = [Path(module.__file__)] if getattr(module, "__file__", None) else []
@@ -415,29 +419,44 @@ def _store(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def _split(cfg: DictConfig) -> dict[str, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
-    x, y = LOADERS[cfg.source](cfg)
+    loaded = LOADERS[cfg.source](cfg)
+    own_test = None  # the set's own test rows (MNIST, CIFAR-10), kept when test_fraction is null
+    if len(loaded) == 4:
+        x, y, *own_test = loaded
+        if cfg.test_fraction is not None:  # a number: the test rows are drawn from all rows
+            x, y = np.concatenate([x, own_test[0]]), np.concatenate([y, own_test[1]])
+            own_test = None
+    else:
+        x, y = loaded
     row_shape = _row_shape(cfg, np.shape(x)[1:])
     x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
     classification = cfg.task == "classification"
     y = np.asarray(y, dtype=np.int64 if classification else np.float32)
     stratify = y if classification else None
-    holdout = cfg.val_fraction + cfg.test_fraction
     try:
-        x_tr, x_rest, y_tr, y_rest = train_test_split(
-            x, y, test_size=holdout, random_state=cfg.split_seed, stratify=stratify
-        )
-        x_va, x_te, y_va, y_te = train_test_split(
-            x_rest,
-            y_rest,
-            test_size=cfg.test_fraction / holdout,
-            random_state=cfg.split_seed,
-            stratify=y_rest if classification else None,
-        )
+        if own_test is not None:
+            x_te = np.asarray(own_test[0], dtype=np.float32).reshape(len(own_test[0]), -1)
+            y_te = np.asarray(own_test[1], dtype=y.dtype)
+            x_tr, x_va, y_tr, y_va = train_test_split(
+                x, y, test_size=cfg.val_fraction, random_state=cfg.split_seed, stratify=stratify
+            )
+        else:
+            holdout = cfg.val_fraction + cfg.test_fraction
+            x_tr, x_rest, y_tr, y_rest = train_test_split(
+                x, y, test_size=holdout, random_state=cfg.split_seed, stratify=stratify
+            )
+            x_va, x_te, y_va, y_te = train_test_split(
+                x_rest,
+                y_rest,
+                test_size=cfg.test_fraction / holdout,
+                random_state=cfg.split_seed,
+                stratify=y_rest if classification else None,
+            )
     except ValueError as e:  # too few rows (or of a class) for three splits
         counts = f", {len(np.unique(y))} classes" if classification else ""
         raise ConfigError(
             f"data={cfg.get('name', cfg.source)} ({len(y)} rows{counts}) cannot be split into "
-            f"train, validation ({cfg.val_fraction}) and test ({cfg.test_fraction}): "
+            f"train, validation ({cfg.val_fraction}) and test ({cfg.test_fraction or 'own'}): "
             f"{_first_line(e).split('. ')[0]}; expected more rows"
             + (", at least a few of every class" if classification else "")
         ) from None
