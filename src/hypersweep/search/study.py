@@ -26,7 +26,8 @@ def search_arguments(sweeper_cfg: DictConfig, arguments: list[str]) -> list[str]
     """`params` (or the legacy `search_space`) from the config, then the command line's."""
     out = []
     if sweeper_cfg.get("params"):
-        out += [f"{k}={v}" for k, v in sweeper_cfg.params.items()]
+        # null drops a dimension a preset inherits (e.g. model.depth for model=cnn)
+        out += [f"{k}={v}" for k, v in sweeper_cfg.params.items() if v is not None]
     elif sweeper_cfg.get("search_space"):
         out += [_legacy_param(k, v) for k, v in sweeper_cfg.search_space.items()]
     return out + list(arguments)
