@@ -338,10 +338,9 @@ def _check_data(cfg: DictConfig) -> None:
             + ", ".join(sorted(images.OWN_TEST_SPLIT))
             + ")",
         )
-    if val + (test or 0) >= 0.9:
-        raise _fail(
-            "data.val_fraction+data.test_fraction", round(val + (test or 0), 6), "a sum below 0.9"
-        )
+    held_out = val + (test or 0)  # null: the own test rows are not taken from the others
+    if held_out >= 0.9:
+        raise _fail("data.val_fraction+data.test_fraction", round(held_out, 6), "a sum below 0.9")
     if source == "image_folder":
         size = _value(cfg, "data.size")
         pair = isinstance(size, ListConfig) and len(size) == 2

@@ -18,6 +18,11 @@ class SelectionError(ConfigError):
     """Nothing to select, or a request that would select on test data (`hypersweep best`)."""
 
 
+def one_line(error: BaseException, limit: int = 160) -> str:
+    """An exception's message on one line, cut to `limit` characters, to quote in a ConfigError."""
+    return " ".join(str(error).split())[:limit]
+
+
 # Called once when a bad input is reported: a sweep's parent run, opened before the sweep
 # checked its settings, is deleted then rather than left FAILED (tracking.SweepTracking).
 _on_reject: list[Callable[[], None]] = []

@@ -32,7 +32,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from hypersweep.core import images
-from hypersweep.errors import ConfigError
+from hypersweep.errors import ConfigError, one_line
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def _csv(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
         ) from None
     except pd.errors.ParserError as e:
         raise ConfigError(
-            f"{where} cannot be read as CSV ({_first_line(e)}): expected comma-separated "
+            f"{where} cannot be read as CSV ({one_line(e)}): expected comma-separated "
             "values with the same number of columns in every row"
         ) from None
     return _table(cfg, frame)
@@ -132,7 +132,7 @@ def _parquet(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
         frame = pd.read_parquet(cfg.path, engine="pyarrow")
     except (pyarrow.ArrowException, OSError, ValueError) as e:
         raise ConfigError(
-            f"data.path={cfg.path!r} cannot be read as Parquet ({_first_line(e)}): expected a "
+            f"data.path={cfg.path!r} cannot be read as Parquet ({one_line(e)}): expected a "
             "Parquet file"
         ) from None
     return _table(cfg, frame.reset_index(drop=True))
@@ -204,10 +204,6 @@ def _rows(mask) -> str:
     return f"{len(rows)} row{'s' if len(rows) > 1 else ''} ({shown})"
 
 
-def _first_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:160]
-
-
 # The keys of a `data=custom` config that are ours; every other key is an argument of its
 # `_target_` (as Hydra passes a node's keys to the target it instantiates).
 CUSTOM_OWN_KEYS = frozenset(
@@ -223,7 +219,7 @@ def target_function(path: str) -> Callable[..., Any]:
         found = getattr(importlib.import_module(module), name) if module else None
     except ImportError as e:
         raise ConfigError(
-            f"data._target_={path!r} cannot be imported ({_first_line(e)}): expected a function "
+            f"data._target_={path!r} cannot be imported ({one_line(e)}): expected a function "
             "of a module on the Python path (PYTHONPATH)"
         ) from None
     except AttributeError:
@@ -311,7 +307,7 @@ def _as_array(value: Any, what: str) -> np.ndarray:
     try:
         array = np.asarray(to_numpy() if callable(to_numpy) else value)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{what} is not an array ({_first_line(e)})") from None
+        raise ConfigError(f"{what} is not an array ({one_line(e)})") from None
     if array.dtype == object and what.endswith(": x"):
         raise ConfigError(f"{what} holds non-numeric values: expected numbers (encode them)")
     return array
@@ -429,14 +425,17 @@ def _split(cfg: DictConfig) -> dict[str, np.ndarray]:
     else:
         x, y = loaded
     row_shape = _row_shape(cfg, np.shape(x)[1:])
-    x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+
+    def rows(a) -> np.ndarray:
+        return np.asarray(a, dtype=np.float32).reshape(len(a), -1)
+
+    x = rows(x)
     classification = cfg.task == "classification"
     y = np.asarray(y, dtype=np.int64 if classification else np.float32)
     stratify = y if classification else None
     try:
         if own_test is not None:
-            x_te = np.asarray(own_test[0], dtype=np.float32).reshape(len(own_test[0]), -1)
-            y_te = np.asarray(own_test[1], dtype=y.dtype)
+            x_te, y_te = rows(own_test[0]), np.asarray(own_test[1], dtype=y.dtype)
             x_tr, x_va, y_tr, y_va = train_test_split(
                 x, y, test_size=cfg.val_fraction, random_state=cfg.split_seed, stratify=stratify
             )
@@ -457,7 +456,7 @@ def _split(cfg: DictConfig) -> dict[str, np.ndarray]:
         raise ConfigError(
             f"data={cfg.get('name', cfg.source)} ({len(y)} rows{counts}) cannot be split into "
             f"train, validation ({cfg.val_fraction}) and test ({cfg.test_fraction or 'own'}): "
-            f"{_first_line(e).split('. ')[0]}; expected more rows"
+            f"{one_line(e).split('. ')[0]}; expected more rows"
             + (", at least a few of every class" if classification else "")
         ) from None
     if not cfg.get("cv_folds"):

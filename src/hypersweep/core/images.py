@@ -15,14 +15,13 @@ Every loader returns `(x_train, y_train, x_test, y_test)`: the set's own train/t
 from __future__ import annotations
 
 import gzip
-import io
 import pickle
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
 
-from hypersweep.errors import ConfigError
+from hypersweep.errors import ConfigError, one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -34,14 +33,11 @@ IDX_FILES = {
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
 
+IDX_NAMES = [name for pair in IDX_FILES.values() for name in pair]
 # Per source: where under data.root torchvision puts it, the files, and torchvision's class.
 STANDARD = {
-    "mnist": ("MNIST/raw", [n for pair in IDX_FILES.values() for n in pair], "MNIST"),
-    "fashion_mnist": (
-        "FashionMNIST/raw",
-        [n for pair in IDX_FILES.values() for n in pair],
-        "FashionMNIST",
-    ),
+    "mnist": ("MNIST/raw", IDX_NAMES, "MNIST"),
+    "fashion_mnist": ("FashionMNIST/raw", IDX_NAMES, "FashionMNIST"),
     "cifar10": ("cifar-10-batches-py", [*CIFAR_TRAIN, CIFAR_TEST], "CIFAR10"),
 }
 
@@ -75,7 +71,7 @@ def check_standard(cfg: DictConfig) -> None:
     except Exception as e:  # noqa: BLE001 - missing, or built for another torch
         raise ConfigError(
             f"data.download=true needs torchvision, which does not import here "
-            f"({' '.join(str(e).split())[:120]}): expected pip install torchvision, or the "
+            f"({one_line(e, 120)}): expected pip install torchvision, or the "
             f"files under data.root and data.download=false"
         ) from None
 
@@ -172,18 +168,16 @@ class _ArraysOnly(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in ALLOWED_GLOBALS:
             raise pickle.UnpicklingError(f"it names {module}.{name}")
-        if module.startswith("numpy"):
-            import numpy.core.multiarray  # noqa: F401 - numpy 1 and 2 both resolve it
         return super().find_class(module, name)
 
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
-            batch = _ArraysOnly(io.BytesIO(f.read()), encoding="bytes").load()
+            batch = _ArraysOnly(f, encoding="bytes").load()
     except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
         raise ConfigError(
-            f"{path} is not a CIFAR-10 python batch ({' '.join(str(e).split())[:120]}): "
+            f"{path} is not a CIFAR-10 python batch ({one_line(e, 120)}): "
             "expected a pickled dict of numpy arrays (only those are read)"
         ) from None
     data = batch.get(b"data", batch.get("data")) if isinstance(batch, dict) else None
@@ -269,7 +263,7 @@ def _image_folder(cfg: DictConfig):
                 pixels = np.asarray(image, dtype=np.float32) / 255.0
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise ConfigError(
-                f"{file} in data.path cannot be read as an image ({' '.join(str(e).split())[:120]})"
+                f"{file} in data.path cannot be read as an image ({one_line(e, 120)})"
                 ": expected PNG or JPEG files (remove or replace it)"
             ) from None
         x[row] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
