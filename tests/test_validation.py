@@ -58,6 +58,9 @@ CASES = [
     (["trainer.precision=fp8"], "trainer.precision", "fp8", "fp32, bf16, fp16"),
     (["trainer.stack_folds=maybe"], "trainer.stack_folds", "maybe", "true or false"),
     (["trainer.refit=some"], "trainer.refit", "some", "one of best, all"),
+    (["trainer.loader=disk"], "trainer.loader", "disk", "one of auto, resident, stream"),
+    (["trainer.loader_workers=-1"], "trainer.loader_workers", "-1", "an integer >= 0"),
+    (["trainer.resident_max_mb=0"], "trainer.resident_max_mb", "0", "a number > 0"),
     (["regularization=batchnorm", "trainer.batch_size=1"], "trainer.batch_size", "1", "2 or more"),
     (["scheduler=exponential", "scheduler.gamma=1.5"], "scheduler.gamma", "1.5", "(0, 1]"),
     (

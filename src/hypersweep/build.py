@@ -1,6 +1,7 @@
-"""What a job trains, built from its config: the device, the models (one per dataset, i.e. per
-cross-validation fold), their optimizers and schedulers, and the members `core.fit` trains:
-stacked as one model where that is exact (`core.stacking`), else one per fold."""
+"""What a job trains, built from its config: the device, where the data sits (resident on the
+device or streamed to it), the models (one per dataset, i.e. per cross-validation fold), their
+optimizers and schedulers, and the members `core.fit` trains: stacked as one model where that is
+exact (`core.stacking`), else one per fold."""
 
 from __future__ import annotations
 
@@ -37,6 +38,26 @@ def device(cfg: DictConfig) -> torch.device:
     return picked
 
 
+def streams(cfg: DictConfig, datasets: list[Splits], device: torch.device) -> bool:
+    """`trainer.loader`: resident keeps the tensors on the device (indexed there, no copies);
+    stream keeps them in host memory and feeds the device batch by batch through a DataLoader;
+    auto streams only to an accelerator, and only when the datasets (all splits, every fold)
+    take more than `trainer.resident_max_mb` MiB. On the CPU the data is in host memory
+    already, so auto keeps it resident."""
+    loader = cfg.trainer.get("loader", "resident")
+    if loader != "auto":
+        return loader == "stream"
+    size = sum(d.nbytes for d in datasets)
+    return device.type != "cpu" and size > cfg.trainer.resident_max_mb * 2**20
+
+
+def placed(cfg: DictConfig, datasets: list[Splits], device: torch.device) -> list[Splits]:
+    """The datasets where they train from: resident on `device` or streamed to it."""
+    if streams(cfg, datasets, device):
+        return [d.streamed(device, cfg.trainer.loader_workers) for d in datasets]
+    return [d.to(device) for d in datasets]
+
+
 def model(cfg: DictConfig, data: Splits, warm: dict | None) -> torch.nn.Module:
     """A freshly initialized model (the training seed: every fold starts from the same weights,
     or from the warm-start checkpoint's)."""
@@ -48,7 +69,7 @@ def model(cfg: DictConfig, data: Splits, warm: dict | None) -> torch.nn.Module:
         output_size=data.output_size,
         **regularization_arguments(cfg),
     )
-    built = built.to(data.x_train.device)
+    built = built.to(data.device)
     if warm is not None:
         _warm_start(built, warm, str(cfg.resume_from))
     return built

@@ -19,6 +19,7 @@ from hypersweep.hydra_compat import register_resolver
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "tanh", "sigmoid", "gelu")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
+LOADERS = ("auto", "resident", "stream")
 TASKS = ("classification", "regression")
 INPUT_KINDS = ("tabular", "image", "sequence")
 RNN_CELLS = ("lstm", "gru", "rnn")
@@ -131,6 +132,9 @@ GROUP_CHECKS: dict[str, dict[str, Check]] = {
         "device": _one_of(DEVICES),
         "precision": _one_of(PRECISIONS),
         "stack_folds": BOOL,
+        "loader": _one_of(LOADERS),
+        "loader_workers": NON_NEG_INT,
+        "resident_max_mb": POSITIVE,
         "refit": _one_of(("best", "all")),
         "patience": NON_NEG_INT,
         "min_delta": NON_NEGATIVE,
@@ -163,7 +167,7 @@ GROUP_CHECKS: dict[str, dict[str, Check]] = {
 KNOWN_KEYS: dict[str, frozenset[str]] = {
     "trainer": frozenset(
         ("max_epochs", "batch_size", "device", "precision", "seed", "num_threads", "time_limit_s")
-        + ("stack_folds", "refit", "early_stopping")
+        + ("stack_folds", "refit", "early_stopping", "loader", "loader_workers", "resident_max_mb")
     ),
     "trainer.early_stopping": frozenset(
         ("monitor", "mode", "patience", "min_delta", "resolved_mode")

@@ -99,10 +99,8 @@ class Job:
         if not ctx.multirun:  # a sweep checked its store as it started
             store.check_store(self.uri, cfg.tracking.artifact_root)
         self.cv_folds = cfg.data.get("cv_folds")
-        if self.cv_folds:
-            datasets = [fold.to(self.device) for fold in data_module.load_folds(cfg.data)]
-        else:
-            datasets = [data_module.load(cfg.data).to(self.device)]
+        loaded = data_module.load_folds(cfg.data) if self.cv_folds else [data_module.load(cfg.data)]
+        datasets = build.placed(cfg, loaded, self.device)
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
         self.resume_path, self.saved = _preempted_state(cfg, self.resolved)
         self.warm = None
@@ -324,7 +322,7 @@ class Job:
         rates the folds used epoch by epoch. Returns its weights (None if it diverged) and the
         refit's metrics."""
         assert self.job_run is not None
-        data = data_module.load(self.cfg.data).to(self.device)
+        [data] = build.placed(self.cfg, [data_module.load(self.cfg.data)], self.device)
         member = build.member(self.cfg, data, self.warm)
         lrs = [h["lr"] for h in result.history[: result.best_epoch]]
         started = time.perf_counter()

@@ -34,6 +34,18 @@ from omegaconf import DictConfig, OmegaConf
 from hypersweep.core import images
 from hypersweep.errors import ConfigError, one_line
 
+ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+@dataclass(frozen=True)
+class Stream:
+    """How a streamed split reaches its device: its tensors stay in host memory (pinned when
+    the device is CUDA) and a DataLoader with `workers` processes gathers each mini-batch, which
+    is copied to `device` as the one before it trains (see `hypersweep.core.fit`)."""
+
+    device: torch.device
+    workers: int
+
 
 @dataclass(frozen=True)
 class Splits:
@@ -50,18 +62,39 @@ class Splits:
     output_size: int
     # Regression targets are standardized for training; rmse is reported in the original units.
     y_scale: float = 1.0
+    # None: resident, the tensors sit on the device the model trains on.
+    stream: Stream | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model trains."""
+        return self.stream.device if self.stream is not None else self.x_train.device
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, name).nbytes for name in ARRAYS)
 
     def to(self, device: torch.device) -> Splits:
-        moved = {
-            name: getattr(self, name).to(device)
-            for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
-        }
+        """Resident on `device`."""
+        return self._with({name: getattr(self, name).to(device) for name in ARRAYS}, None)
+
+    def streamed(self, device: torch.device, workers: int) -> Splits:
+        """Streamed to `device`: the tensors in host memory, pinned for a CUDA device."""
+        pin = device.type == "cuda"
+        moved = {}
+        for name in ARRAYS:
+            tensor = getattr(self, name).cpu()
+            moved[name] = tensor.pin_memory() if pin else tensor
+        return self._with(moved, Stream(device, workers))
+
+    def _with(self, tensors: dict[str, torch.Tensor], stream: Stream | None) -> Splits:
         return Splits(
-            **moved,
+            **tensors,
             task=self.task,
             input_shape=self.input_shape,
             output_size=self.output_size,
             y_scale=self.y_scale,
+            stream=stream,
         )
 
 
@@ -358,7 +391,6 @@ def _key(cfg: DictConfig) -> str:
 
 
 CACHE_FORMAT = 1
-ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 log = logging.getLogger(__name__)
 
 

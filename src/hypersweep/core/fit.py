@@ -18,14 +18,14 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from hypersweep.core.data import Splits
+from hypersweep.core.data import Splits, Stream
 from hypersweep.core.optim import decayed_weights, l1_penalty
 from hypersweep.core.stacking import Stacked
 
@@ -110,30 +110,35 @@ def evaluate(
     chunk: int = 8192,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     mask: torch.Tensor | None = None,
+    device: torch.device | None = None,
 ) -> dict[str, torch.Tensor]:
     """Loss and accuracy (classification) or rmse in original units (regression), on the device.
 
     One model: `x` is (rows, ...) and each metric a scalar. Stacked members: `x` is
     (members, rows, ...), zero-padded to the longest member's rows, `mask` (members, rows) marks
-    the real ones, and each metric has one value per member."""
+    the real ones, and each metric has one value per member. `device`: where the model is, when
+    the tensors are elsewhere (streamed data in host memory): each chunk is copied there."""
     model.eval()
+    device = x.device if device is None else device
     rows = x.shape[1] if mask is not None else len(x)
     shape = (len(x),) if mask is not None else ()
-    loss_sum = torch.zeros(shape, device=x.device)
-    correct = torch.zeros(shape, device=x.device)
+    loss_sum = torch.zeros(shape, device=device)
+    correct = torch.zeros(shape, device=device)
     for i in range(0, rows, chunk):
         part = (slice(None), slice(i, i + chunk)) if mask is not None else slice(i, i + chunk)
+        xs, ys = (t[part].to(device, non_blocking=True) for t in (x, y))
         with autocast():
-            out = model(x[part]).float()
-        losses = _row_losses(out, y[part], task)
-        hits = out.argmax(dim=-1) == y[part] if task == "classification" else None
+            out = model(xs).float()
+        losses = _row_losses(out, ys, task)
+        hits = out.argmax(dim=-1) == ys if task == "classification" else None
         if mask is not None:
-            losses = losses * mask[part]
-            hits = hits & mask[part] if hits is not None else None
+            held = mask[part].to(device, non_blocking=True)
+            losses = losses * held
+            hits = hits & held if hits is not None else None
         loss_sum += losses.sum(dim=-1)
         if hits is not None:
             correct += hits.sum(dim=-1)
-    n = mask.sum(dim=1) if mask is not None else len(x)
+    n = mask.sum(dim=1).to(device) if mask is not None else len(x)
     loss = loss_sum / n
     if task == "classification":
         return {"loss": loss, "acc": correct / n}
@@ -178,6 +183,7 @@ class _Epochs:
         self._setup(member, data, len(data.x_train), batch_size, l1, precision)
         self.loss_fn = loss_function(self.task)
         self.shuffles = [torch.Generator(device=self.device).manual_seed(seed)]
+        self.rows = _Rows(data.x_train, data.y_train, self.bounds, stacked=False)
 
     def _setup(
         self,
@@ -192,7 +198,7 @@ class _Epochs:
         autocast and loss scaling."""
         self.member, self.l1 = member, l1
         self.interrupted: Callable[[], object] | None = None
-        self.device, self.task = data.x_train.device, data.task
+        self.device, self.task, self.stream = data.device, data.task, data.stream
         self.n = n
         self.batch_size = min(batch_size, n)
         self.bounds = batch_bounds(n, batch_size)
@@ -236,6 +242,40 @@ class _Epochs:
         orders = position["orders"].to(self.device)
         return orders, position["loss_sum"].to(self.device), self.bounds[position["batch"] :]
 
+    def _feed(
+        self, orders: torch.Tensor, first: int
+    ) -> Iterator[tuple[int, tuple[int, int], torch.Tensor, torch.Tensor]]:
+        """The epoch's batches from number `first` on: (number, bounds, inputs, targets) on the
+        device. Resident data is indexed where it is; streamed data comes from a DataLoader whose
+        workers gather the rows in host memory while the device trains on the batch before."""
+        rows = self.rows
+        numbers = range(first, len(self.bounds))
+        if self.stream is None:
+            rows.order = orders
+            for b in numbers:
+                yield (b, self.bounds[b], *rows[b])
+            return
+        rows.order = orders.cpu()  # the workers fork with it, at the loader's first batch
+        workers = self.stream.workers
+        loader = torch.utils.data.DataLoader(
+            rows,
+            batch_size=None,  # an item is a whole batch
+            sampler=numbers,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+            # Its own generator: the loader draws a seed per epoch, which from the global RNG
+            # would shift the dropout masks away from the resident path's.
+            generator=torch.Generator(),
+        )
+        for b, (x, y) in zip(numbers, loader, strict=True):
+            yield (
+                b,
+                self.bounds[b],
+                x.to(self.device, non_blocking=True),
+                y.to(self.device, non_blocking=True),
+            )
+
     def _check(self, orders: torch.Tensor, loss_sum: torch.Tensor, batch: int) -> None:
         """Before each batch: stop here if asked (see `Interrupted`)."""
         if self.interrupted is not None and self.interrupted():
@@ -266,19 +306,17 @@ class _Epochs:
     def train(self, position: dict[str, Any] | None = None) -> torch.Tensor:
         """One epoch of training (or the rest of one, from `position`); returns the mean
         training loss as a device scalar."""
-        model, data = self.member.model, self.member.data
+        model = self.member.model
         model.train()
         orders, loss_sum, bounds = self._batches(position, ())
-        order = orders[0]
         first = len(self.bounds) - len(bounds)
-        for i, (start, end) in enumerate(bounds, first):
-            self._check(orders, loss_sum, i)
-            idx = order[start:end]
-            xb, yb = data.x_train[idx], _targets(data.y_train[idx], self.task)
-            with self.autocast():
-                loss = self.loss_fn(model(xb).float(), yb)
-            self._step(loss)
-            loss_sum.add_(loss.detach(), alpha=end - start)  # one kernel, no host sync
+        with contextlib.closing(self._feed(orders, first)) as batches:  # closed: workers end
+            for i, (start, end), xb, yb in batches:
+                self._check(orders, loss_sum, i)
+                with self.autocast():
+                    loss = self.loss_fn(model(xb).float(), _targets(yb, self.task))
+                self._step(loss)
+                loss_sum.add_(loss.detach(), alpha=end - start)  # one kernel, no host sync
         return loss_sum / self.n
 
     def validate(self) -> dict[str, torch.Tensor]:
@@ -290,6 +328,7 @@ class _Epochs:
             self.task,
             data.y_scale,
             autocast=self.autocast,
+            device=self.device,
         )
 
     def epoch(self, score: str, position: dict[str, Any] | None = None) -> torch.Tensor:
@@ -333,11 +372,11 @@ class _StackedEpochs(_Epochs):
         self._setup(member, member.data[0], min(self.sizes), batch_size, l1, precision)
         self.size = member.model.k
         self.shuffles = [torch.Generator(device=self.device).manual_seed(seed) for _ in member.data]
-        self.rows = torch.arange(self.size, device=self.device)[:, None]
-        self.x, _ = _padded([d.x_train for d in member.data])
-        self.y, _ = _padded([d.y_train for d in member.data])
-        self.x_val, self.val_mask = _padded([d.x_val for d in member.data])
-        self.y_val, _ = _padded([d.y_val for d in member.data])
+        x, _ = _padded([d.x_train for d in member.data], self.stream)
+        y, _ = _padded([d.y_train for d in member.data], self.stream)
+        self.rows = _Rows(x, y, self.bounds, stacked=True)
+        self.x_val, self.val_mask = _padded([d.x_val for d in member.data], self.stream)
+        self.y_val, _ = _padded([d.y_val for d in member.data], self.stream)
         self.y_scale = torch.tensor([d.y_scale for d in member.data], device=self.device)
 
     def _orders(self) -> torch.Tensor:
@@ -355,14 +394,14 @@ class _StackedEpochs(_Epochs):
         model.train()
         orders, loss_sum, bounds = self._batches(position, (self.size,))
         first = len(self.bounds) - len(bounds)
-        for i, (start, end) in enumerate(bounds, first):
-            self._check(orders, loss_sum, i)
-            idx = orders[:, start:end]
-            with self.autocast():
-                out = model(self.x[self.rows, idx]).float()
-            losses = _row_losses(out, self.y[self.rows, idx], self.task).mean(dim=1)
-            self._step(losses.sum())  # each member's gradient comes from its own loss
-            loss_sum.add_(losses.detach(), alpha=end - start)
+        with contextlib.closing(self._feed(orders, first)) as batches:
+            for i, (start, end), xb, yb in batches:
+                self._check(orders, loss_sum, i)
+                with self.autocast():
+                    out = model(xb).float()
+                losses = _row_losses(out, yb, self.task).mean(dim=1)
+                self._step(losses.sum())  # each member's gradient comes from its own loss
+                loss_sum.add_(losses.detach(), alpha=end - start)
         return loss_sum / self.n
 
     def validate(self) -> dict[str, torch.Tensor]:
@@ -374,6 +413,7 @@ class _StackedEpochs(_Epochs):
             self.y_scale,
             autocast=self.autocast,
             mask=self.val_mask,
+            device=self.device,
         )
 
     def snapshot(self) -> dict[str, torch.Tensor]:
@@ -399,15 +439,43 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _padded(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+class _Rows(torch.utils.data.Dataset):
+    """An epoch's training batches by number: batch b is the rows `order[:, start:end]` of the
+    epoch's shuffle (`order`: (members, rows)), with `bounds[b]` = (start, end). One member's
+    rows `x` (rows, ...) or stacked members' (members, rows, ...), each member taking its own
+    row of `order`. A DataLoader's workers fork with the order of their epoch."""
+
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, bounds: list[tuple[int, int]], stacked: bool
+    ) -> None:
+        self.x, self.y, self.bounds = x, y, bounds
+        self.members = torch.arange(len(x), device=x.device)[:, None] if stacked else None
+        self.order = torch.empty(0, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start, end = self.bounds[b]
+        idx = self.order[:, start:end]
+        if self.members is None:
+            return self.x[idx[0]], self.y[idx[0]]
+        return self.x[self.members, idx], self.y[self.members, idx]
+
+
+def _padded(
+    tensors: list[torch.Tensor], stream: Stream | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack tensors of different lengths, zero-padded to the longest; and the mask of real
-    rows."""
+    rows. Streamed to a CUDA device, both are pinned in host memory."""
     n = max(len(t) for t in tensors)
     out = tensors[0].new_zeros((len(tensors), n, *tensors[0].shape[1:]))
     mask = torch.zeros(len(tensors), n, dtype=torch.bool, device=tensors[0].device)
     for i, t in enumerate(tensors):
         out[i, : len(t)] = t
         mask[i, : len(t)] = True
+    if stream is not None and stream.device.type == "cuda":
+        return out.pin_memory(), mask.pin_memory()
     return out, mask
 
 

@@ -71,6 +71,8 @@ class Entrant:
 def why_alone(entrant: Entrant) -> str | None:
     """Why this member cannot train in a population (None: it can)."""
     model, opt = entrant.member.model, entrant.member.optimizer
+    if entrant.member.data.stream is not None:
+        return "streamed data (trainer.loader=stream; a population trains on resident data)"
     if entrant.precision == "fp16":
         return "fp16 (one loss scale would couple the members)"
     if any(isinstance(m, nn.RNNBase) for m in model.modules()):
