@@ -39,9 +39,9 @@ ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 @dataclass(frozen=True)
 class Stream:
-    """How a streamed split reaches its device: its tensors stay in host memory (pinned when
-    the device is CUDA) and a DataLoader with `workers` processes gathers each mini-batch, which
-    is copied to `device` as the one before it trains (see `hypersweep.core.fit`)."""
+    """How a streamed split reaches its device: its tensors stay in host memory and a DataLoader
+    (with `workers` processes, 0: in the training process) gathers each mini-batch, pinned for
+    CUDA and copied to `device` while the batch before it trains (see `hypersweep.core.fit`)."""
 
     device: torch.device
     workers: int
@@ -79,13 +79,11 @@ class Splits:
         return self._with({name: getattr(self, name).to(device) for name in ARRAYS}, None)
 
     def streamed(self, device: torch.device, workers: int) -> Splits:
-        """Streamed to `device`: the tensors in host memory, pinned for a CUDA device."""
-        pin = device.type == "cuda"
-        moved = {}
-        for name in ARRAYS:
-            tensor = getattr(self, name).cpu()
-            moved[name] = tensor.pin_memory() if pin else tensor
-        return self._with(moved, Stream(device, workers))
+        """Streamed to `device`: the tensors in host memory (not pinned as a whole, which would
+        copy them once more; each batch is pinned as it is gathered)."""
+        return self._with(
+            {name: getattr(self, name).cpu() for name in ARRAYS}, Stream(device, workers)
+        )
 
     def _with(self, tensors: dict[str, torch.Tensor], stream: Stream | None) -> Splits:
         return Splits(

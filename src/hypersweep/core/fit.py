@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hypersweep.core.data import Splits, Stream
+from hypersweep.core.data import Splits
 from hypersweep.core.optim import decayed_weights, l1_penalty
 from hypersweep.core.stacking import Stacked
 
@@ -372,11 +372,11 @@ class _StackedEpochs(_Epochs):
         self._setup(member, member.data[0], min(self.sizes), batch_size, l1, precision)
         self.size = member.model.k
         self.shuffles = [torch.Generator(device=self.device).manual_seed(seed) for _ in member.data]
-        x, _ = _padded([d.x_train for d in member.data], self.stream)
-        y, _ = _padded([d.y_train for d in member.data], self.stream)
+        x, _ = _padded([d.x_train for d in member.data])
+        y, _ = _padded([d.y_train for d in member.data])
         self.rows = _Rows(x, y, self.bounds, stacked=True)
-        self.x_val, self.val_mask = _padded([d.x_val for d in member.data], self.stream)
-        self.y_val, _ = _padded([d.y_val for d in member.data], self.stream)
+        self.x_val, self.val_mask = _padded([d.x_val for d in member.data])
+        self.y_val, _ = _padded([d.y_val for d in member.data])
         self.y_scale = torch.tensor([d.y_scale for d in member.data], device=self.device)
 
     def _orders(self) -> torch.Tensor:
@@ -463,19 +463,15 @@ class _Rows(torch.utils.data.Dataset):
         return self.x[self.members, idx], self.y[self.members, idx]
 
 
-def _padded(
-    tensors: list[torch.Tensor], stream: Stream | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _padded(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack tensors of different lengths, zero-padded to the longest; and the mask of real
-    rows. Streamed to a CUDA device, both are pinned in host memory."""
+    rows."""
     n = max(len(t) for t in tensors)
     out = tensors[0].new_zeros((len(tensors), n, *tensors[0].shape[1:]))
     mask = torch.zeros(len(tensors), n, dtype=torch.bool, device=tensors[0].device)
     for i, t in enumerate(tensors):
         out[i, : len(t)] = t
         mask[i, : len(t)] = True
-    if stream is not None and stream.device.type == "cuda":
-        return out.pin_memory(), mask.pin_memory()
     return out, mask
 
 
