@@ -252,6 +252,15 @@ def test_too_many_failures_stop_the_sweep_with_a_clear_message(tmp_path, store):
             "+hydra.sweeper.conditions.lr=adam",
             "hydra.sweeper.conditions.lr='adam' is not allowed: expected {other_key: [values",
         ),
+        # Nothing listens on port 1; the password stays out of the message.
+        (
+            "hydra.sweeper.storage='postgresql://hs:secret@127.0.0.1:1/optuna'",
+            "hydra.sweeper.storage='postgresql://hs:***@127.0.0.1:1/optuna' cannot be opened",
+        ),
+        (
+            "hydra.sweeper.storage='nodb://h/x'",
+            "hydra.sweeper.storage='nodb://h/x' cannot be opened",
+        ),
     ],
 )
 def test_bad_sweeper_input_is_one_line(bad, message, tmp_path, store):
@@ -259,6 +268,7 @@ def test_bad_sweeper_input_is_one_line(bad, message, tmp_path, store):
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "hypersweep: error" in line]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert "secret" not in result.stdout + result.stderr
 
 
 def test_multi_objective_nsga2_writes_a_pareto_front(tmp_path, store, mlflow_client):

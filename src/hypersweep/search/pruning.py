@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import time
 
 import optuna
 
 from hypersweep import trust
+from hypersweep.errors import ConfigError, one_line
 
 # Studies opened by the sweeper in this process, by (storage, study name).
 _LIVE: dict[tuple[str, str], optuna.Study] = {}
@@ -26,12 +29,49 @@ def open_storage(spec: str | None) -> optuna.storages.BaseStorage:
     if not spec:
         return optuna.storages.InMemoryStorage()
     if "://" in spec and not spec.startswith("file://"):
-        return optuna.storages.RDBStorage(spec, heartbeat_interval=None)
+        return _rdb_storage(spec)
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     path = spec.removeprefix("file://")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return JournalStorage(JournalFileBackend(path))
+
+
+def _rdb_storage(url: str, attempts: int = 6) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage (SQLAlchemy URL). `postgresql://` means psycopg 3 (the `postgres`
+    extra) unless psycopg2 is installed. Commands started together on a fresh database (several
+    machines on one PostgreSQL study) race to create its tables: the loser's CREATE fails on the
+    winner's table. Once the winner is done the tables are there, so the loser tries again, a
+    few times with a growing pause. A database that cannot be opened is a ConfigError naming
+    the URL, its password hidden."""
+    import importlib.util
+
+    import sqlalchemy.exc
+
+    given = url
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None:
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    pause = 0.1
+    while True:
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+        except sqlalchemy.exc.DBAPIError as e:
+            attempts -= 1
+            if attempts == 0:
+                raise _unopened(given, e) from None
+            time.sleep(pause)
+            pause *= 2
+        except (ImportError, sqlalchemy.exc.ArgumentError) as e:
+            raise _unopened(given, e) from None
+
+
+def _unopened(url: str, error: Exception) -> ConfigError:
+    shown = re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)  # no password in a message
+    return ConfigError(
+        f"hydra.sweeper.storage={shown!r} cannot be opened ({one_line(error)}): expected a "
+        "reachable database's SQLAlchemy URL (PostgreSQL: postgresql://USER@HOST:PORT/DB with "
+        "pip install 'hypersweep[postgres]'), a journal file path, or null"
+    )
 
 
 def register_live_study(storage_spec: str, study: optuna.Study) -> None:

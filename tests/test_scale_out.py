@@ -1,0 +1,93 @@
+"""Many machines on one study: independent sweep commands sharing a PostgreSQL Optuna storage and
+one `mlflow server` whose backend store is PostgreSQL too, all real and started here."""
+
+from __future__ import annotations
+
+import subprocess
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from conftest import TINY, _train_command, _train_env, hypersweep
+from services import mlflow_server, postgres_cluster
+
+pytestmark = pytest.mark.slow
+
+N_TRIALS = 10
+SEARCH = [
+    *TINY,
+    "data=digits",
+    "trainer.max_epochs=8",
+    "trainer.early_stopping.patience=50",
+    "hydra/sweeper=hypersweep",
+    "hydra/sweeper/pruner=median",
+    "hydra.sweeper.pruner.n_startup_trials=2",
+    "hydra.sweeper.pruner.n_warmup_steps=1",
+    "hydra/sweeper/sampler=random",
+    "lr=tag(log, interval(1e-5, 1e-1))",
+    f"hydra.sweeper.n_trials={N_TRIALS}",
+    "hydra.sweeper.study_name=shared",
+]
+
+
+def test_two_commands_on_one_postgresql_study_and_one_mlflow_server_cooperate(tmp_path):
+    with (
+        postgres_cluster(["optuna", "mlflow"]) as base,
+        mlflow_server(f"{base}/mlflow", tmp_path / "artifacts", tmp_path / "server.log") as url,
+    ):
+        storage = f"{base}/optuna"
+        args = ["-m", *SEARCH, f"hydra.sweeper.storage={storage}", "tracking=server"]
+        args.append(f"tracking.uri={url}")
+        procs = []
+        for worker in ("a", "b"):  # two machines: own working dirs, started together
+            (tmp_path / worker).mkdir()
+            procs.append(
+                subprocess.Popen(
+                    _train_command(args),
+                    cwd=tmp_path / worker,
+                    env=_train_env(None),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+        for worker, output in zip("ab", outputs, strict=True):
+            (tmp_path / worker / "output.txt").write_text(output)
+        assert [p.returncode for p in procs] == [0, 0], [o[-3000:] for o in outputs]
+
+        trials = optuna.load_study(study_name="shared", storage=storage).trials
+        states = [t.state for t in trials]
+        finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        # n_trials in all; a command that asked while the other's last trial ran overshoots by one.
+        assert N_TRIALS <= len(finished) <= N_TRIALS + 1 and len(finished) == len(trials), states
+        assert sorted(t.number for t in trials) == list(range(len(trials)))  # no duplicates
+        assert len({t.user_attrs["owner"]["pid"] for t in trials}) == 2  # both did work
+        assert TrialState.PRUNED in states  # pruned against the other command's trials too
+
+        client = MlflowClient(url)
+        (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]
+        runs = client.search_runs([experiment.experiment_id])
+        parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
+        children = [r for r in runs if r.data.tags.get("sweep") != "true"]
+        assert len(parents) == 2  # one per command, in the one experiment
+        assert {r.data.tags["mlflow.parentRunId"] for r in children} == {
+            p.info.run_id for p in parents
+        }
+        by_trial = {int(r.data.tags["trial_number"]): r for r in children}
+        assert sorted(by_trial) == sorted(t.number for t in trials)  # a run for every trial
+        for t in trials:
+            run = by_trial[t.number]
+            assert run.info.status == "FINISHED"
+            history = client.get_metric_history(run.info.run_id, "val_loss")
+            assert sorted(m.step for m in history) == sorted(t.intermediate_values), t.number
+
+        selected = hypersweep(
+            ["best", "--experiment", experiment.name, "--no-register"], tmp_path, url
+        )
+        assert selected.returncode == 0, selected.stderr[-3000:]
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        best = min(complete, key=lambda t: t.value)
+        assert f"best run {by_trial[best.number].info.run_id}" in selected.stdout
