@@ -9,11 +9,10 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
+from test_sweeper import PRUNING, child_runs, load, sweep
 
-from conftest import TINY, _train_command, _train_env, hypersweep
+from conftest import TINY, _train_command, _train_env, compose_cfg, hypersweep
 from services import mlflow_server, postgres_cluster
-
-pytestmark = pytest.mark.slow
 
 N_TRIALS = 10
 SEARCH = [
@@ -32,6 +31,7 @@ SEARCH = [
 ]
 
 
+@pytest.mark.slow
 def test_two_commands_on_one_postgresql_study_and_one_mlflow_server_cooperate(tmp_path):
     with (
         postgres_cluster(["optuna", "mlflow"]) as base,
@@ -91,3 +91,38 @@ def test_two_commands_on_one_postgresql_study_and_one_mlflow_server_cooperate(tm
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         best = min(complete, key=lambda t: t.value)
         assert f"best run {by_trial[best.number].info.run_id}" in selected.stdout
+
+
+@pytest.mark.slow
+def test_a_pruned_sweep_runs_its_trials_as_submitit_jobs(tmp_path, store, mlflow_client):
+    sweep(
+        tmp_path,
+        *PRUNING,
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.sweeper.n_jobs=2",
+        "trainer.num_threads=1",
+    )
+    study = load(tmp_path)
+    assert len(study.trials) == 8
+    assert study.get_trials(states=(TrialState.PRUNED,)), "no trial pruned from a submitit job"
+    # Each trial ran as a submitit job: its folder (named for the job id) holds its result.
+    jobs = [p for p in (tmp_path / "multirun").glob("*/*/.submitit/*") if p.name.isdigit()]
+    assert len(jobs) == 8 and all(list(j.glob("*_result.pkl")) for j in jobs), jobs
+    runs = child_runs(mlflow_client)
+    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
+    reasons = [r.data.tags["status_reason"] for r in runs]
+    assert reasons.count("pruned") == len(study.get_trials(states=(TrialState.PRUNED,)))
+
+
+def test_the_slurm_preset_composes_onto_submitit_slurm():
+    cfg = compose_cfg(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_task, launcher.array_parallelism) == (
+        "gpu",
+        1,
+        16,
+    )
