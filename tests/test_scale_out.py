@@ -3,15 +3,19 @@ one `mlflow server` whose backend store is PostgreSQL too, all real and started 
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
 
 import optuna
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 from test_sweeper import PRUNING, child_runs, load, sweep
+from test_sweeper import TINY as SWEEP_TINY
 
-from conftest import TINY, _train_command, _train_env, compose_cfg, hypersweep
+from conftest import TINY, _train_command, _train_env, compose_cfg, hypersweep, train
 from services import mlflow_server, postgres_cluster
 
 N_TRIALS = 10
@@ -126,3 +130,82 @@ def test_the_slurm_preset_composes_onto_submitit_slurm():
         1,
         16,
     )
+
+
+# -- Ray: a local instance of 2 CPUs, started by the sweep ------------------------------------
+
+RAY = ["hydra/launcher=hypersweep_ray", "+hydra.launcher.init.num_cpus=2", "trainer.num_threads=1"]
+
+
+def _ray_jobs(tmp_path) -> list:
+    """The pid files of the jobs running on Ray now (one per job, removed as it ends)."""
+    return list((tmp_path / "multirun").glob("*/*/.ray_jobs/*.pid"))
+
+
+@pytest.mark.slow
+def test_a_pruned_sweep_runs_on_ray_one_trial_per_free_slot(tmp_path, store, mlflow_client):
+    result = sweep(tmp_path, *PRUNING, *RAY)
+    assert "Launching jobs on Ray, 2 at a time" in result.stdout + result.stderr
+    study = load(tmp_path)
+    assert len(study.trials) == 8
+    assert study.get_trials(states=(TrialState.PRUNED,)), "no trial pruned from a Ray task"
+    runs = child_runs(mlflow_client)
+    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
+    (sweep_dir,) = (tmp_path / "multirun").glob("*/*/optimization_results.yaml")
+    for job in range(8):  # Hydra's job files, written by run_job in the Ray worker
+        assert (sweep_dir.parent / str(job) / ".hydra" / "overrides.yaml").exists(), job
+    assert not (sweep_dir.parent / ".ray_jobs").exists()  # no job left its pid
+
+
+@pytest.mark.slow
+def test_a_grid_runs_on_ray(tmp_path, store, mlflow_client):
+    result = train(["-m", *TINY, "data=iris", "lr=0.1,0.01,0.001", *RAY], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = child_runs(mlflow_client)
+    assert sorted(r.data.params["lr"] for r in runs) == ["0.001", "0.01", "0.1"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+@pytest.mark.slow
+def test_a_grid_runs_on_hydras_own_ray_launcher(tmp_path, store, mlflow_client):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher: Hydra 1.4")
+    args = ["data=iris", "lr=0.1,0.01", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2"]
+    result = train(["-m", *TINY, *args], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = child_runs(mlflow_client)
+    assert sorted(r.data.params["lr"] for r in runs) == ["0.01", "0.1"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+@pytest.mark.slow
+def test_a_ray_worker_lost_mid_trial_is_an_interrupted_trial_the_same_command_runs_again(
+    tmp_path, store, mlflow_client
+):
+    args = ["-m", *SWEEP_TINY, *PRUNING, *RAY, "trainer.max_epochs=30", "trainer.batch_size=8"]
+    proc = subprocess.Popen(
+        _train_command(args),
+        cwd=tmp_path,
+        env=_train_env(None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not _ray_jobs(tmp_path) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # into its training
+    (first, *_) = sorted(_ray_jobs(tmp_path))
+    os.kill(int(first.read_text()), signal.SIGKILL)  # the Ray worker of that trial
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 1, output[-3000:]
+    assert "a worker process died while running trial" in output, output[-3000:]
+    study = load(tmp_path)
+    lost = [t for t in study.trials if t.user_attrs.get("status_reason") == "interrupted"]
+    assert lost and all(t.state == TrialState.FAIL for t in lost)
+    assert not [r for r in child_runs(mlflow_client) if r.info.status == "RUNNING"]
+
+    again = sweep(tmp_path, *PRUNING, *RAY, "trainer.max_epochs=30", "trainer.batch_size=8")
+    assert again.returncode == 0
+    finished = load(tmp_path).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == 8

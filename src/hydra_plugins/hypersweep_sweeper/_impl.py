@@ -616,7 +616,7 @@ class HypersweepSweeperImpl(Sweeper):
                 future.cancel()
             trials = list(running.values()) + stopped
             _fail_running(study, trials + asked, close_runs=True, reason="interrupted")
-            if isinstance(e, BrokenProcessPool):
+            if isinstance(e, (BrokenProcessPool, *getattr(self.launcher, "worker_lost", ()))):
                 numbers = ", ".join(str(t.number) for t in sorted(trials + asked, key=_number))
                 raise SweepFailed(
                     f"a worker process died while running trial {numbers} (killed, or out of "
