@@ -18,7 +18,6 @@ the sweep reaches the jobs of a local instance as SIGTERM (their pids are known 
 and they save their state as the pool's do.
 """
 
-
 import contextlib
 import logging
 import os
