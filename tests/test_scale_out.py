@@ -209,3 +209,30 @@ def test_a_ray_worker_lost_mid_trial_is_an_interrupted_trial_the_same_command_ru
     assert again.returncode == 0
     finished = load(tmp_path).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(finished) == 8
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_on_ray_reaches_its_jobs_and_they_save_their_state(
+    tmp_path, store, mlflow_client
+):
+    long = ["trainer.max_epochs=200", "trainer.batch_size=8", "trainer.early_stopping.patience=500"]
+    args = ["-m", *SWEEP_TINY, "data=digits", "search=random", *long, *RAY]
+    proc = subprocess.Popen(
+        _train_command([*args, "hydra.sweeper.n_trials=4"]),
+        cwd=tmp_path,
+        env=_train_env(None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while len(_ray_jobs(tmp_path)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(2.0)  # both into their training
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "2 running trial(s) saved their state" in output, output[-3000:]
+    runs = child_runs(mlflow_client)
+    assert sorted(r.data.tags.get("status_reason") for r in runs) == ["preempted"] * 2
+    assert all(r.info.status == "KILLED" for r in runs)
