@@ -500,6 +500,19 @@ def test_extending_a_seeded_study_draws_new_configurations_and_reproducibly(tmp_
     assert draws[0] == draws[1]
 
 
+def test_a_trial_another_command_has_just_asked_is_alive_before_it_is_stamped():
+    """Optuna creates a trial RUNNING and the asking command stamps its owner a moment later: a
+    command starting in between must leave it alone, not fail it as an older sweep's."""
+    from hydra_plugins.hypersweep_sweeper._impl import STALE_S, _alive
+
+    study = optuna.create_study()
+    study.ask()
+    (fresh,) = study.trials
+    assert not fresh.user_attrs.get("owner")
+    assert _alive(fresh, time.time())
+    assert not _alive(fresh, time.time() + STALE_S + 1)  # never stamped: an older sweep's
+
+
 @pytest.mark.parametrize("kind", ["journal", "rdb"])
 def test_two_commands_on_one_study_share_it_without_failing_each_other(tmp_path, kind):
     """Several workers on one study (started together, on a journal file or an RDB): each leaves

@@ -143,9 +143,14 @@ def _owned_here(trial: optuna.trial.FrozenTrial) -> bool:
 
 def _alive(trial: optuna.trial.FrozenTrial, now: float) -> bool:
     """Whether the command that asked a RUNNING trial still runs it: a fresh heartbeat and, on
-    this machine, its process. A trial of an older sweep (no owner) counts as dead, as before."""
+    this machine, its process. A trial with no owner yet is one another command has just asked
+    (`ask` stamps it a moment after Optuna creates it) while it is younger than STALE_S; older,
+    it is an older sweep's, and dead."""
     owner = trial.user_attrs.get("owner") or {}
-    if not owner or now - float(trial.user_attrs.get("heartbeat", 0)) > STALE_S:
+    if not owner:
+        started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+        return now - started <= STALE_S
+    if now - float(trial.user_attrs.get("heartbeat", 0)) > STALE_S:
         return False
     if owner.get("host") != HOST:
         return True
@@ -452,12 +457,11 @@ class HypersweepSweeperImpl(Sweeper):
         storage, now = study._storage, time.time()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if _alive(trial, now):
-                owner = trial.user_attrs["owner"]
+                owner = trial.user_attrs.get("owner") or {}
                 log.info(
-                    "Trial %d is running in another command (%s, pid %s): left to it",
+                    "Trial %d is running in another command (%s): left to it",
                     trial.number,
-                    owner.get("host"),
-                    owner.get("pid"),
+                    f"{owner['host']}, pid {owner['pid']}" if owner else "just asked",
                 )
                 continue
             if trial.user_attrs.get("status_reason") != "preempted":
