@@ -61,6 +61,11 @@ class WorkerLost(Exception):
     """The Ray worker or node running a trial died before the trial ended."""
 
 
+# Ray's errors for a task whose worker or node died (OutOfMemoryError: Ray's memory monitor
+# killed the worker), by name: not every Ray release has all of them.
+_LOST = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "OutOfMemoryError")
+
+
 def _run(
     singletons: dict,
     hydra_context: HydraContext,
@@ -80,8 +85,9 @@ def _run(
 
     Singleton._instances.update(singletons)
     HydraConfig.instance().set_config(sweep_config)
-    Path(pid_file).parent.mkdir(parents=True, exist_ok=True)
-    Path(pid_file).write_text(str(os.getpid()))
+    with contextlib.suppress(OSError):  # a node that does not share the sweep dir
+        Path(pid_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(pid_file).write_text(str(os.getpid()))
     busy = [True]
     preemption.as_worker(lambda: not busy[0])
     try:
@@ -247,6 +253,7 @@ class RayLauncher(Launcher):
 
         from hypersweep.core import preemption
 
+        lost = tuple(getattr(ray.exceptions, n) for n in _LOST if hasattr(ray.exceptions, n))
         self._running.pop(ref, None)
         if out.cancelled():
             return
@@ -257,12 +264,7 @@ class RayLauncher(Launcher):
                 out.set_exception(preemption.Preempted(result[1]))
             else:
                 out.set_result(result)
-        elif isinstance(
-            error,
-            ray.exceptions.WorkerCrashedError
-            | ray.exceptions.NodeDiedError
-            | ray.exceptions.LocalRayletDiedError,
-        ):
+        elif isinstance(error, lost):
             out.set_exception(WorkerLost(str(error).splitlines()[0]))
         elif isinstance(error, ray.exceptions.TaskCancelledError):
             out.cancel()
