@@ -1,5 +1,7 @@
-"""Many machines on one study: independent sweep commands sharing a PostgreSQL Optuna storage and
-one `mlflow server` whose backend store is PostgreSQL too, all real and started here."""
+"""Scale-out on real engines, all started here: independent sweep commands sharing a PostgreSQL
+Optuna storage and one `mlflow server` whose backend store is PostgreSQL too (many machines on
+one study); trials as submitit jobs (`submitit_local`) and the SLURM preset; trials as Ray tasks
+on a local instance of 2 CPUs (`hypersweep_ray`, and Hydra's own Ray launcher on Hydra 1.4)."""
 
 from __future__ import annotations
 
