@@ -37,6 +37,18 @@ SEARCH = [
 ]
 
 
+def _start(args: list[str], cwd) -> subprocess.Popen:
+    """`python train.py ARGS` from `cwd` in the background, its output in one text pipe."""
+    return subprocess.Popen(
+        _train_command(args),
+        cwd=cwd,
+        env=_train_env(None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 @pytest.mark.slow
 def test_two_commands_on_one_postgresql_study_and_one_mlflow_server_cooperate(tmp_path):
     with (
@@ -49,16 +61,7 @@ def test_two_commands_on_one_postgresql_study_and_one_mlflow_server_cooperate(tm
         procs = []
         for worker in ("a", "b"):  # two machines: own working dirs, started together
             (tmp_path / worker).mkdir()
-            procs.append(
-                subprocess.Popen(
-                    _train_command(args),
-                    cwd=tmp_path / worker,
-                    env=_train_env(None),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                )
-            )
+            procs.append(_start(args, tmp_path / worker))
         outputs = [p.communicate(timeout=600)[0] for p in procs]
         for worker, output in zip("ab", outputs, strict=True):
             (tmp_path / worker / "output.txt").write_text(output)
@@ -185,14 +188,7 @@ def test_a_ray_worker_lost_mid_trial_is_an_interrupted_trial_the_same_command_ru
     tmp_path, store, mlflow_client
 ):
     args = ["-m", *SWEEP_TINY, *PRUNING, *RAY, "trainer.max_epochs=30", "trainer.batch_size=8"]
-    proc = subprocess.Popen(
-        _train_command(args),
-        cwd=tmp_path,
-        env=_train_env(None),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _start(args, tmp_path)
     deadline = time.monotonic() + 120
     while not _ray_jobs(tmp_path) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -219,14 +215,7 @@ def test_sigterm_to_a_sweep_on_ray_reaches_its_jobs_and_they_save_their_state(
 ):
     long = ["trainer.max_epochs=200", "trainer.batch_size=8", "trainer.early_stopping.patience=500"]
     args = ["-m", *SWEEP_TINY, "data=digits", "search=random", *long, *RAY]
-    proc = subprocess.Popen(
-        _train_command([*args, "hydra.sweeper.n_trials=4"]),
-        cwd=tmp_path,
-        env=_train_env(None),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _start([*args, "hydra.sweeper.n_trials=4"], tmp_path)
     deadline = time.monotonic() + 120
     while len(_ray_jobs(tmp_path)) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)

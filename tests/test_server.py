@@ -5,11 +5,8 @@ model loads."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import mlflow
 import pytest
@@ -17,58 +14,20 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import train
+from services import mlflow_server as start_mlflow_server
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def mlflow_server(tmp_path, migrated_store):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     db = tmp_path / "server.db"
     shutil.copy(migrated_store, db)
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{db}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            pytest.fail("mlflow server exited: " + (tmp_path / "server.log").read_text()[-2000:])
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not come up in 90 s")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    backend = f"sqlite:///{db}"
+    with start_mlflow_server(
+        backend, tmp_path / "server-artifacts", tmp_path / "server.log"
+    ) as url:
+        yield url
 
 
 def test_optuna_sweep_through_a_tracking_server(tmp_path, mlflow_server):

@@ -141,6 +141,29 @@ def _run(sweep_config: DictConfig) -> JobReturn:
             os._exit(0)
 
 
+def compose_job(
+    config: DictConfig,
+    hydra_context: HydraContext,
+    overrides: Sequence[str],
+    job_idx: int,
+    first_line: str | None,
+) -> DictConfig:
+    """Job `job_idx`'s config, composed in the sweep's process for a launcher that sends it
+    elsewhere to run. `first_line`: before the first job, the launch line (with the sweep's
+    output dir, created now) and Hydra's logging set up; None for the jobs after it."""
+    if first_line is not None:
+        setup_globals()
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+        Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info("%s, sweep output dir : %s", first_line, config.hydra.sweep.dir)
+    log.info("\t#%d : %s", job_idx, " ".join(filter_overrides(overrides)))
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = str(job_idx)
+        sweep_config.hydra.job.num = job_idx
+    return sweep_config
+
+
 class PoolLauncher(Launcher):
     def __init__(self, n_jobs: int = 2, preload: Sequence[str] = ()) -> None:
         self.n_jobs = n_jobs
@@ -191,23 +214,9 @@ class PoolLauncher(Launcher):
         assert self.config is not None and self.hydra_context is not None
         if self._pool is None:
             raise RuntimeError("the pool launcher was shut down")
-        if not self._announced:
-            setup_globals()
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-            Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-            log.info(
-                "Launching jobs on %d worker processes, sweep output dir : %s",
-                self.n_jobs,
-                self.config.hydra.sweep.dir,
-            )
-            self._announced = True
-        log.info("\t#%d : %s", job_idx, " ".join(filter_overrides(overrides)))
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(
-            self.config, list(overrides)
-        )
-        with open_dict(sweep_config):
-            sweep_config.hydra.job.id = str(job_idx)
-            sweep_config.hydra.job.num = job_idx
+        first = None if self._announced else f"Launching jobs on {self.n_jobs} worker processes"
+        self._announced = True
+        sweep_config = compose_job(self.config, self.hydra_context, overrides, job_idx, first)
         return self._pool.submit(_run, sweep_config)
 
     def launch(

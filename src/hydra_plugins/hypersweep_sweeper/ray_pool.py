@@ -30,12 +30,12 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from hydra_plugins.hypersweep_sweeper.pool import _singletons
+from hydra_plugins.hypersweep_sweeper.pool import _singletons, compose_job
 
 log = logging.getLogger(__name__)
 
@@ -220,23 +220,9 @@ class RayLauncher(Launcher):
         assert self.config is not None and self.hydra_context is not None
         if self._remote is None:
             raise RuntimeError("the Ray launcher was shut down")
-        if not self._announced:
-            setup_globals()
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-            Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-            log.info(
-                "Launching jobs on Ray, %d at a time, sweep output dir : %s",
-                self.n_jobs,
-                self.config.hydra.sweep.dir,
-            )
-            self._announced = True
-        log.info("\t#%d : %s", job_idx, " ".join(filter_overrides(overrides)))
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(
-            self.config, list(overrides)
-        )
-        with open_dict(sweep_config):
-            sweep_config.hydra.job.id = str(job_idx)
-            sweep_config.hydra.job.num = job_idx
+        first = None if self._announced else f"Launching jobs on Ray, {self.n_jobs} at a time"
+        self._announced = True
+        sweep_config = compose_job(self.config, self.hydra_context, overrides, job_idx, first)
         pid_file = str(self._pid_dir() / f"{job_idx}.pid")
         ref = self._remote.remote(
             self._singletons, self._context, self._task, sweep_config, os.getcwd(), pid_file
