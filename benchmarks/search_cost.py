@@ -12,6 +12,13 @@ per-epoch value reported to the pruner, exactly. Each command runs in a fresh di
 sweep against a copy of one migrated MLflow store, whose creation is not timed).
 
     python benchmarks/search_cost.py [--trials 100] [--seeds 0 1] [--baseline TREE]
+                                     [--population K ...]
+
+With --population, the same search also runs with `hydra/launcher=population
+hydra.launcher.size=K` for each K (then `hypersweep best`): each batch of K trials trains as one
+stacked model. Its trials are not the one-at-a-time search's (the sampler asks K at a time, the
+structure fixed across a batch), so it is compared by its time against the plain script's and
+by what it selects: the best trial's val_loss and the test accuracy `hypersweep best` measures.
 
 With --baseline, a checkout of another commit (`git worktree add ../before <commit>`) runs the
 sweep and `hypersweep best` too, with its own train.py and sources first on PYTHONPATH, beside
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BEST = ["-c", "import sys; from hypersweep.cli import main; sys.exit(main())", "best"]
 
 
-def timed(command: list[str], cwd: Path, tree: Path | None = None) -> float:
+def timed(command: list[str], cwd: Path, tree: Path | None = None) -> tuple[float, str]:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     if tree is not None:
         env["PYTHONPATH"] = str(tree / "src")
@@ -47,7 +55,7 @@ def timed(command: list[str], cwd: Path, tree: Path | None = None) -> float:
     wall = time.perf_counter() - start
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
-    return wall
+    return wall, out.stdout + out.stderr
 
 
 def sweep_trials(cwd: Path, study_name: str) -> list[dict]:
@@ -75,9 +83,10 @@ def differences(ours: list[dict], plain: list[dict]) -> list[str]:
 
 
 def sweep_and_best(
-    tree: Path, seed: int, trials: int, store: Path, name: str
-) -> tuple[float, float, list[dict]]:
-    """The sweep, then `hypersweep best`, of the checkout `tree`, in a fresh directory."""
+    tree: Path, seed: int, trials: int, store: Path, name: str, extra: tuple[str, ...] = ()
+) -> tuple[float, float, list[dict], float]:
+    """The sweep, then `hypersweep best`, of the checkout `tree`, in a fresh directory; with
+    the trials and the test accuracy `best` printed."""
     with tempfile.TemporaryDirectory(prefix="hs-cost-") as tmp:
         cwd = Path(tmp)
         (cwd / "mlruns").mkdir()
@@ -90,23 +99,40 @@ def sweep_and_best(
             f"hydra.sweeper.n_trials={trials}",
             f"hydra.sweeper.sampler.seed={seed}",
             f"hydra.sweeper.study_name={name}",
+            *extra,
         ]
-        sweep_s = timed(sweep, cwd, tree)
-        best_s = timed([sys.executable, *BEST], cwd, tree)
-        return sweep_s, best_s, sweep_trials(cwd, name)
+        sweep_s, _ = timed(sweep, cwd, tree)
+        best_s, said = timed([sys.executable, *BEST], cwd, tree)
+        return sweep_s, best_s, sweep_trials(cwd, name), test_accuracy(said)
 
 
-def one_seed(seed: int, trials: int, store: Path, baseline: Path | None) -> dict:
+def test_accuracy(said: str) -> float:
+    """The test accuracy in `hypersweep best`'s line `best run ...; test_acc=0.98  ...`."""
+    found = re.search(r"test_acc=([0-9.]+)", said)
+    if found is None:
+        raise SystemExit(f"no test_acc in the output of hypersweep best:\n{said[-2000:]}")
+    return float(found.group(1))
+
+
+def states_of(trials: list[dict]) -> dict[str, int]:
+    return {s: sum(t["state"] == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+
+
+def best_value(trials: list[dict]) -> float:
+    return min(t["value"] for t in trials if t["state"] == "COMPLETE")
+
+
+def one_seed(seed: int, trials: int, store: Path, baseline: Path | None, sizes: list[int]) -> dict:
     name = f"cost-{seed}"
-    sweep_s, best_s, ours = sweep_and_best(ROOT, seed, trials, store, name)
+    sweep_s, best_s, ours, test_acc = sweep_and_best(ROOT, seed, trials, store, name)
     with tempfile.TemporaryDirectory(prefix="hs-plain-") as tmp:
         out = Path(tmp) / "plain.json"
         plain_cmd = [sys.executable, str(ROOT / "benchmarks" / "plain_optuna.py")]
         plain_cmd += ["--study-name", name, "--trials", str(trials), "--seed", str(seed)]
-        plain_s = timed([*plain_cmd, "--out", str(out)], Path(tmp))
+        plain_s, _ = timed([*plain_cmd, "--out", str(out)], Path(tmp))
         plain = json.loads(out.read_text())
     diff = differences(ours, plain)
-    states = {s: sum(t["state"] == s for t in ours) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    states = states_of(ours)
     result = {
         "seed": seed,
         "sweep_s": sweep_s,
@@ -118,6 +144,8 @@ def one_seed(seed: int, trials: int, store: Path, baseline: Path | None) -> dict
         "epochs": sum(len(t["intermediate"]) for t in ours),
         "same_trials": not diff,
         "differences": diff[:10],
+        "best_val_loss": best_value(ours),
+        "test_acc": test_acc,
     }
     print(
         f"seed {seed}: sweep {sweep_s:.1f} s, best {best_s:.1f} s, plain {plain_s:.1f} s: "
@@ -126,8 +154,29 @@ def one_seed(seed: int, trials: int, store: Path, baseline: Path | None) -> dict
     )
     for line in diff[:5]:
         print("   ", line)
+    result["population"] = []
+    for size in sizes:
+        extra = ("hydra/launcher=population", f"hydra.launcher.size={size}")
+        pop_s, pop_best_s, pop, pop_acc = sweep_and_best(ROOT, seed, trials, store, name, extra)
+        row = {
+            "size": size,
+            "sweep_s": pop_s,
+            "best_s": pop_best_s,
+            "sweep_over_plain": pop_s / plain_s,
+            "states": states_of(pop),
+            "epochs": sum(len(t["intermediate"]) for t in pop),
+            "best_val_loss": best_value(pop),
+            "test_acc": pop_acc,
+        }
+        result["population"].append(row)
+        print(
+            f"   population of {size}: sweep {pop_s:.1f} s ({row['sweep_over_plain']:.2f}x the "
+            f"plain script), best {pop_best_s:.1f} s; {row['states']}, {row['epochs']} epochs; "
+            f"best val_loss {row['best_val_loss']:.4f} (one at a time "
+            f"{result['best_val_loss']:.4f}), test_acc {pop_acc:.4f} ({test_acc:.4f})"
+        )
     if baseline is not None:
-        old_sweep, old_best, old = sweep_and_best(baseline, seed, trials, store, name)
+        old_sweep, old_best, old, _ = sweep_and_best(baseline, seed, trials, store, name)
         result.update(
             baseline_sweep_s=old_sweep,
             baseline_best_s=old_best,
@@ -146,6 +195,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--baseline", type=Path, help="a checkout of the commit to compare with")
+    parser.add_argument(
+        "--population", type=int, nargs="*", default=[], help="population sizes to run as well"
+    )
     args = parser.parse_args()
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,7 +207,9 @@ def main() -> None:
 
         prepare_store(f"sqlite:///{store}")
         baseline = args.baseline.resolve() if args.baseline else None
-        results = [one_seed(seed, args.trials, store, baseline) for seed in args.seeds]
+        results = [
+            one_seed(seed, args.trials, store, baseline, args.population) for seed in args.seeds
+        ]
     report = {
         **header(load),
         "trials": args.trials,
@@ -163,6 +217,8 @@ def main() -> None:
         "seeds": results,
     }
     out = ROOT / "benchmarks" / "results" / "search_cost.json"
+    if args.population:
+        out = out.with_name("search_cost_population.json")
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {out.relative_to(ROOT)}")
 

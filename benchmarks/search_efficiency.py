@@ -13,8 +13,12 @@ best on validation, and the two targets of issue 5. `tpe+hyperband cv3` runs the
 validation accuracies are cross-validation means, and its epochs count every fold's and the
 refits'. `... one-by-one` trains the folds one after another (`trainer.stack_folds=false`),
 `... refit-all` refits every trial that was not pruned (`trainer.refit=all`), not only those
-that no finished trial outranks, and `... pool2` runs two trials at a time on two worker
-processes (`hydra/launcher=hypersweep_pool`).
+that no finished trial outranks, `... pool2` runs two trials at a time on two worker
+processes (`hydra/launcher=hypersweep_pool`), and `... population16` / `population64` train
+each batch of 16 / 64 trials as one stacked model (`hydra/launcher=population`).
+
+    python benchmarks/search_efficiency.py --results-name search_efficiency_population \
+        --only "tpe+hyperband" "tpe+hyperband pool2" "tpe+hyperband population16" ...
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ GRID = [
 POOL2 = ["hydra/launcher=hypersweep_pool", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]
 
 
+def population(size: int) -> list[str]:
+    return ["hydra/launcher=population", f"hydra.launcher.size={size}"]
+
+
 def optuna_args(sampler: str, pruner: str, trials: int, seed: int) -> list[str]:
     return [
         "hydra/sweeper=hypersweep",
@@ -97,6 +105,10 @@ def strategies(trials: int, seed: int) -> dict[str, list[str]]:
         # (hydra/launcher=hypersweep_pool); Optuna then samples other trials than one at a time.
         "tpe+hyperband pool2": [*hyperband, *POOL2],
         "tpe+hyperband cv3 pool2": [*cv3, *POOL2],
+        # Each batch of 16 (64) trials, asked with one structure, trains as one stacked model
+        # (hydra/launcher=population); cross-validated jobs would train alone, so one split.
+        "tpe+hyperband population16": [*hyperband, *population(16)],
+        "tpe+hyperband population64": [*hyperband, *population(64)],
     }
 
 
@@ -217,6 +229,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--only", nargs="+", help="strategies to run (default: all; peer always)")
     parser.add_argument(
+        "--results-name", default="search_efficiency", help="the name of the .json and .svg"
+    )
+    parser.add_argument(
         "--seeds",
         type=int,
         nargs="+",
@@ -276,8 +291,8 @@ def main() -> None:
             f"{peer['test_acc']:.4f} at {'never' if at is None else f'{at:.1f} s'} vs the peer's "
             f"{peer['wall_s']:.1f} s ({ratio}; target <= 0.33); whole command {r['wall_s']:.1f} s"
         )
-    (out / "search_efficiency.json").write_text(json.dumps(results, indent=1))
-    plot(results, out / "search_efficiency.svg")
+    (out / f"{args.results_name}.json").write_text(json.dumps(results, indent=1))
+    plot(results, out / f"{args.results_name}.svg")
 
 
 def plot(results: dict[str, dict], path: Path) -> None:
