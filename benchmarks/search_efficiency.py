@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import header
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 COMMON = [
@@ -242,6 +244,7 @@ def main() -> None:
         "--fresh-store", action="store_true", help="each sweep creates its MLflow store (~3 s)"
     )
     args = parser.parse_args()
+    load = os.getloadavg()[0]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
@@ -291,7 +294,9 @@ def main() -> None:
             f"{peer['test_acc']:.4f} at {'never' if at is None else f'{at:.1f} s'} vs the peer's "
             f"{peer['wall_s']:.1f} s ({ratio}; target <= 0.33); whole command {r['wall_s']:.1f} s"
         )
-    (out / f"{args.results_name}.json").write_text(json.dumps(results, indent=1))
+    # the file starts with when, where and how it was measured; the strategies follow
+    report = {"header": header(load), **results}
+    (out / f"{args.results_name}.json").write_text(json.dumps(report, indent=1))
     plot(results, out / f"{args.results_name}.svg")
 
 
