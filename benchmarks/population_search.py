@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import time
 from pathlib import Path
 
 import yaml
-from _report import header
+from _report import copy_store, header, migrated_store, train_env
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -68,14 +67,12 @@ def search(trials: int, epochs: int, device: str, dropout: bool = True) -> list[
 def run(args: list[str], store: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="hs-popbench-") as tmp:
         cwd = Path(tmp)
-        (cwd / "mlruns").mkdir()
-        shutil.copy(store, cwd / "mlruns" / "mlflow.db")
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        copy_store(store, cwd)
         start = time.perf_counter()
         out = subprocess.run(
             [sys.executable, str(ROOT / "train.py"), *args],
             cwd=cwd,
-            env=env,
+            env=train_env(),
             capture_output=True,
             text=True,
         )
@@ -102,12 +99,7 @@ def main() -> None:
     parser.add_argument("--no-dropout", action="store_true")
     args = parser.parse_args()
     names = args.variants.split(",")
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp) / "mlflow.db"
-        sys.path.insert(0, str(ROOT / "src"))
-        from hypersweep.tracking.store import prepare_store
-
-        prepare_store(f"sqlite:///{store}")
+    with migrated_store() as store:
         load = os.getloadavg()[0]
         rounds: dict[str, list[dict]] = {n: [] for n in names}
         for _ in range(args.repeats):

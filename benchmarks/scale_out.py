@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import header
+from _report import copy_store, header, migrated_store, train_env
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = {
@@ -63,11 +62,10 @@ def search(trials: int, epochs: int) -> list[str]:
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *args],
         cwd=cwd,
-        env=env,
+        env=train_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -78,8 +76,7 @@ def run(engine: str, trials: int, epochs: int, store: Path) -> float:
     """The wall time of one engine's whole command(s), from the first start to the last exit."""
     with tempfile.TemporaryDirectory(prefix="hs-scalebench-") as tmp:
         cwd = Path(tmp)
-        (cwd / "mlruns").mkdir()
-        shutil.copy(store, cwd / "mlruns" / "mlflow.db")
+        copy_store(store, cwd)
         args = [*search(trials, epochs), *ENGINES[engine][1]]
         if engine != "postgres":
             start = time.perf_counter()
@@ -116,12 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     names = args.engines.split(",")
     load = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp) / "mlflow.db"
-        sys.path.insert(0, str(ROOT / "src"))
-        from hypersweep.tracking.store import prepare_store
-
-        prepare_store(f"sqlite:///{store}")
+    with migrated_store() as store:
         walls: dict[str, list[float]] = {n: [] for n in names}
         for _ in range(args.repeats):
             for name in names:

@@ -33,21 +33,20 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _report import header
+from _report import copy_store, header, migrated_store, train_env
 
 ROOT = Path(__file__).resolve().parents[1]
 BEST = ["-c", "import sys; from hypersweep.cli import main; sys.exit(main())", "best"]
 
 
 def timed(command: list[str], cwd: Path, tree: Path | None = None) -> tuple[float, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = train_env()
     if tree is not None:
         env["PYTHONPATH"] = str(tree / "src")
     start = time.perf_counter()
@@ -89,8 +88,7 @@ def sweep_and_best(
     the trials and the test accuracy `best` printed."""
     with tempfile.TemporaryDirectory(prefix="hs-cost-") as tmp:
         cwd = Path(tmp)
-        (cwd / "mlruns").mkdir()
-        shutil.copy(store, cwd / "mlruns" / "mlflow.db")
+        copy_store(store, cwd)
         sweep = [
             sys.executable,
             str(tree / "train.py"),
@@ -200,12 +198,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     load = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp) / "mlflow.db"
-        sys.path.insert(0, str(ROOT / "src"))
-        from hypersweep.tracking.store import prepare_store
-
-        prepare_store(f"sqlite:///{store}")
+    with migrated_store() as store:
         baseline = args.baseline.resolve() if args.baseline else None
         results = [
             one_seed(seed, args.trials, store, baseline, args.population) for seed in args.seeds

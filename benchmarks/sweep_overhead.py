@@ -20,7 +20,6 @@ same rounds, with its own train.py and sources first on PYTHONPATH: before and a
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from _report import train_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,7 +38,7 @@ def timed(cmd: list[str], cwd: Path, tree: Path | None = None) -> tuple[float, f
     """Wall time, and the mean gap between consecutive job summary lines (0 if none). With
     `tree`, the command runs that checkout's sources."""
     start = time.perf_counter()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = train_env()
     if tree is not None:
         env["PYTHONPATH"] = str(tree / "src")
     out = subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True, env=env)
