@@ -18,7 +18,7 @@ from hypersweep.build import member
 from hypersweep.core import data as data_module
 from hypersweep.core.checkpoint import load_checkpoint
 from hypersweep.core.fit import EarlyStopping, fit_members
-from hypersweep.core.population import Entrant, fit_population, populations
+from hypersweep.core.population import Entrant, Population, fit_population, populations
 from hypersweep.core.stacking import Stacked
 
 from conftest import ROOT, TINY, compose_cfg, kill_train_when, train
@@ -121,6 +121,70 @@ def test_each_member_trains_as_its_config_trains_alone(case):
     # each member's own model holds its best weights, loadable alone
     for e, t in zip(entrants, together, strict=True):
         assert all(torch.equal(v, e.member.model.state_dict()[k]) for k, v in t.best_state.items())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_members_that_join_a_training_population_train_as_they_would_alone(case):
+    # The first member trains alone for an epoch; the others join one by one, each at the next
+    # epoch: their own epoch 1, their own momentum buffers and Adam step counts from zero.
+    common, each = CASES[case]
+    cfgs = _cfgs(common, each)
+    data = data_module.load(cfgs[0].data)
+    entrants = [_entrant(c, data) for c in cfgs]
+    population = Population(entrants[:1])
+    results, sizes = {}, []
+    for e in entrants[1:]:
+        results.update(population.epoch())
+        assert population.admits(e)
+        population.add([e])
+        sizes.append(len(population.live))
+    while population.live:
+        results.update(population.epoch())
+    assert sizes == list(range(2, len(cfgs) + 1))  # nobody stopped before the last joined
+    for i, cfg in enumerate(cfgs):
+        _assert_trained_as_alone(results[i], _alone(cfg, data))
+
+
+def test_sgd_momentum_buffers_start_at_each_members_first_step():
+    # dampening scales every gradient but a buffer's first; a member without momentum uses its
+    # gradient as it is, whatever its dampening (torch ignores it without momentum)
+    cfgs = _cfgs(
+        ["optimizer=momentum"],
+        [
+            ["lr=0.05", "+optimizer.dampening=0.5"],
+            ["lr=0.1", "momentum=0.0", "+optimizer.dampening=0.5"],
+            ["lr=0.03"],
+        ],
+    )
+    data = data_module.load(cfgs[0].data)
+    entrants = [_entrant(c, data) for c in cfgs]
+    population = Population(entrants[:2])
+    results = dict(population.epoch())
+    population.add(entrants[2:])
+    while population.live:
+        results.update(population.epoch())
+    for i, cfg in enumerate(cfgs):
+        _assert_trained_as_alone(results[i], _alone(cfg, data))
+
+
+def test_a_population_admits_only_members_it_can_train_as_they_would_alone():
+    cfgs = _cfgs(["optimizer=adam"], [["lr=0.001"], ["lr=0.01"], ["model.hidden_units=32"]])
+    data = data_module.load(cfgs[0].data)
+    population = Population([_entrant(cfgs[0], data)])
+    assert population.admits(_entrant(cfgs[1], data))
+    assert not population.admits(_entrant(cfgs[2], data))  # another architecture
+    sgd = _cfgs(["optimizer=sgd"], [[]])[0]
+    assert not population.admits(_entrant(sgd, data))  # another optimizer family
+    other = data_module.load(compose_cfg([*TINY, *EPOCHS, "data.split_seed=1"]).data)
+    assert not population.admits(_entrant(cfgs[1], other))  # other data
+    norm = _cfgs(["optimizer=adam", "regularization=batchnorm"], [[], []])
+    with_norm = Population([_entrant(norm[0], data)])
+    late = _entrant(norm[1], data)
+    assert with_norm.admits(late)
+    for m in late.member.model.modules():  # a cumulative average: counts would differ
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.momentum = None
+    assert not with_norm.admits(late)
 
 
 def test_a_member_that_stops_leaves_the_stack_and_the_others_go_on():

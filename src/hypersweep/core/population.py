@@ -158,7 +158,7 @@ class StackedOptimizer:
             o._opt_called = True  # type: ignore[attr-defined]
         self.kind = type(optimizers[0])
         self.state: dict[str, dict[str, torch.Tensor]] = {}
-        self.steps = 0
+        self.steps = [0] * len(optimizers)  # each member's own: members join at any epoch
         group = optimizers[0].param_groups[0]
         self.nesterov, self.centered = bool(group.get("nesterov")), bool(group.get("centered"))
         self.refresh()
@@ -185,13 +185,38 @@ class StackedOptimizer:
             self.host["beta1"] = self._vector(lambda g: g["betas"][0])
             self.host["beta2"] = self._vector(lambda g: g["betas"][1])
             self.host["eps"] = self._vector(lambda g: g["eps"])
+        if self.kind is torch.optim.SGD:
+            self.host["share"] = self._share([t == 0 for t in self.steps])
         self.vec = {k: torch.tensor(v, device=device) for k, v in self.host.items()}
+
+    def _share(self, fresh: list[bool]) -> list[float]:
+        """SGD's buffer update `buf = momentum * buf + share * grad`, where `share` is torch's
+        `1 - dampening` except at a member's first step (its buffer, zero until then, starts as
+        its gradient) and for a member without momentum (its buffer is its gradient)."""
+        m, d = self.host["momentum"], self.host["dampening"]
+        return [1.0 if f or mi == 0 else 1 - di for f, mi, di in zip(fresh, m, d, strict=True)]
 
     def keep(self, rows: list[int]) -> None:
         """Keep the models at `rows` only (after `Stacked.keep` with the same rows)."""
         index = torch.tensor(rows, device=next(self.model.parameters()).device)
         self.optimizers = [self.optimizers[i] for i in rows]
+        self.steps = [self.steps[i] for i in rows]
         self.state = {n: {k: v[index] for k, v in s.items()} for n, s in self.state.items()}
+        self.refresh()
+
+    def add(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Update the models `Stacked.add` appended too, with these optimizers of theirs: their
+        state starts as torch's does, at zero, and their steps are counted from one."""
+        if any(type(o) is not self.kind for o in optimizers):
+            raise ValueError("population members must share one optimizer family")
+        for o in optimizers:
+            o._opt_called = True  # type: ignore[attr-defined]
+        self.optimizers = self.optimizers + optimizers
+        self.steps = self.steps + [0] * len(optimizers)
+        for state in self.state.values():
+            for key, held in state.items():
+                zeros = held.new_zeros((len(optimizers), *held.shape[1:]))
+                state[key] = torch.cat([held, zeros])
         self.refresh()
 
     def zero_grad(self) -> None:
@@ -200,7 +225,8 @@ class StackedOptimizer:
 
     @torch.no_grad()
     def step(self) -> None:
-        self.steps += 1
+        first = [t == 0 for t in self.steps]
+        self.steps = [t + 1 for t in self.steps]
         decayed = {id(p) for p in self.model.decayed_parameters()}
         update = {
             torch.optim.SGD: self._sgd,
@@ -209,16 +235,20 @@ class StackedOptimizer:
             torch.optim.RMSprop: self._rmsprop,
         }[self.kind]
         vec = self.vec
-        if self.kind is not torch.optim.SGD:  # Adam's bias corrections, in double on the host
-            t = self.steps
+        device = vec["lr"].device
+        if self.kind is torch.optim.SGD and any(first):  # a member's first step
+            vec = {**vec, "share": torch.tensor(self._share(first), device=device)}
+            self.vec["share"] = torch.tensor(self._share([False] * len(first)), device=device)
+        elif self.kind is not torch.optim.SGD:  # Adam's bias corrections, in double on the host
+            ts = self.steps
             lr, b1, b2 = self.host["lr"], self.host.get("beta1"), self.host.get("beta2")
-            device = vec["lr"].device
             if b1 is not None and b2 is not None:
-                step = [a / (1 - b**t) for a, b in zip(lr, b1, strict=True)]
+                step = [a / (1 - b**t) for a, b, t in zip(lr, b1, ts, strict=True)]
+                root = [math.sqrt(1 - b**t) for b, t in zip(b2, ts, strict=True)]
                 vec = {
                     **vec,
                     "step": torch.tensor(step, device=device),
-                    "root": torch.tensor([math.sqrt(1 - b**t) for b in b2], device=device),
+                    "root": torch.tensor(root, device=device),
                 }
         shaped: dict[int, dict[str, torch.Tensor]] = {}
         for name, p in self.model.named_parameters():
@@ -235,9 +265,8 @@ class StackedOptimizer:
             state = self.state.setdefault(name, {})
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = g.clone()
-            else:
-                buf.mul_(h["momentum"]).add_((1 - h["dampening"]) * g)
+                buf = state["momentum_buffer"] = torch.zeros_like(p)
+            buf.mul_(h["momentum"]).add_(h["share"] * g)
             g = g + h["momentum"] * buf if self.nesterov else buf
         p.sub_(h["lr"] * g)
 
@@ -288,47 +317,88 @@ class _Progress:
     status: str = ""  # "" while it trains
 
 
-def fit_population(
-    entrants: list[Entrant], interrupted: Callable[[], object] | None = None
-) -> list[FitResult]:
-    """Train the entrants (one `signature`, equal data) as one stacked population; each one's
-    FitResult is what `fit.fit_members` returns for it alone. `interrupted` is polled before
-    each mini-batch: when it says so, `Interrupted` (with no state: the members start again)."""
-    first = entrants[0]
-    data, task = first.member.data, first.member.data.task
-    device = data.x_train.device
-    score = "val_acc" if task == "classification" else "val_rmse"
-    names = ["train_loss", "val_loss", score]
-    models = [e.member.model for e in entrants]
-    if len(models) > 1 and not stackable(models):
-        raise ValueError("population members must share one stackable architecture")
-    model = Stacked(models)
-    live = list(range(len(entrants)))
-    optimizer = StackedOptimizer(model, [e.member.optimizer for e in entrants])
-    progress = [_Progress(e.stopper) for e in entrants]
-    for i, p in enumerate(progress):
-        p.best = Stacked.member_state(model.snapshot(), i)
-    shuffles = [torch.Generator(device=device).manual_seed(e.seed) for e in entrants]
-    l1 = torch.tensor([e.l1 for e in entrants], device=device)
-    n = len(data.x_train)
-    bounds = batch_bounds(n, first.batch_size)
-    x_val, y_val = data.x_val, data.y_val
-    autocast = _autocast(first.precision, device)
+class Population:
+    """Entrants of one `signature` and equal data training as one stacked model, one epoch at
+    a time (`epoch`). Members leave as they stop, and others may join between two epochs
+    (`add`): each trains from its own epoch 1, with its own optimizer state and step count, as
+    it would alone. `interrupted` is polled before each mini-batch: when it says so,
+    `Interrupted` (with no state: the members start again)."""
 
-    for epoch in range(1, max(e.max_epochs for e in entrants) + 1):
+    def __init__(
+        self, entrants: list[Entrant], interrupted: Callable[[], object] | None = None
+    ) -> None:
+        first = entrants[0]
+        models = [e.member.model for e in entrants]
+        if len(models) > 1 and not stackable(models):
+            raise ValueError("population members must share one stackable architecture")
+        self.data, self.interrupted = first.member.data, interrupted
+        self.key = signature(first)
+        self.device = self.data.x_train.device
+        self.score = "val_acc" if self.data.task == "classification" else "val_rmse"
+        self.bounds = batch_bounds(len(self.data.x_train), first.batch_size)
+        self.autocast = _autocast(first.precision, self.device)
+        self.model = Stacked(models)
+        self.optimizer = StackedOptimizer(self.model, [e.member.optimizer for e in entrants])
+        self.entrants: list[Entrant] = []
+        self.progress: list[_Progress] = []
+        self.shuffles: list[torch.Generator] = []
+        self.live: list[int] = []  # the training members, by index in `entrants`
+        self.l1 = torch.zeros(0, device=self.device)
+        self.rounds = 0  # epochs of this population
+        self._take(entrants)
+
+    def _take(self, entrants: list[Entrant]) -> None:
+        start = len(self.entrants)
+        for e in entrants:  # its initial weights are its best until an epoch improves on them
+            best = {k: v.detach().clone() for k, v in e.member.model.state_dict().items()}
+            self.progress.append(_Progress(e.stopper, best=best))
+            self.shuffles.append(torch.Generator(device=self.device).manual_seed(e.seed))
+        self.entrants += entrants
+        self.live += range(start, len(self.entrants))
+        added = torch.tensor([e.l1 for e in entrants], device=self.device)
+        self.l1 = torch.cat([self.l1, added])
+
+    def admits(self, entrant: Entrant) -> bool:
+        """Whether `entrant` may join: its signature and data, and no batch norm that averages
+        over all batches so far (its statistics' momentum would differ between members). A
+        population whose members have all stopped admits none."""
+        if not self.live or why_alone(entrant) is not None or signature(entrant) != self.key:
+            return False
+        cumulative = any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is None
+            for m in entrant.member.model.modules()
+        )
+        return not cumulative and same_data(self.entrants[0], entrant)
+
+    def add(self, entrants: list[Entrant]) -> list[int]:
+        """Let `entrants` (each `admits`) join at the next epoch; their indices in `entrants`."""
+        self.model.add([e.member.model for e in entrants])
+        self.optimizer.add([e.member.optimizer for e in entrants])
+        start = len(self.entrants)
+        self._take(entrants)
+        return list(range(start, len(self.entrants)))
+
+    def epoch(self) -> list[tuple[int, FitResult]]:
+        """One epoch of every live member; the members that stopped in it, each with its
+        FitResult (what `fit.fit_members` returns for it alone), its model holding its best
+        weights."""
+        self.rounds += 1
         started = time.perf_counter()
-        k = len(live)
+        data, model, optimizer, task = self.data, self.model, self.optimizer, self.data.task
+        names = ["train_loss", "val_loss", self.score]
+        k, n = len(self.live), len(data.x_train)
         model.train()
         orders = torch.stack(
-            [torch.randperm(n, device=device, generator=shuffles[i]) for i in live]
+            [torch.randperm(n, device=self.device, generator=self.shuffles[i]) for i in self.live]
         )
+        l1 = self.l1
         penalized = model.decayed_parameters() if bool((l1 > 0).any()) else []
-        loss_sum = torch.zeros(k, device=device)
-        for start, end in bounds:
-            if interrupted is not None and interrupted():
-                raise Interrupted({}, epoch)
+        loss_sum = torch.zeros(k, device=self.device)
+        for start, end in self.bounds:
+            if self.interrupted is not None and self.interrupted():
+                raise Interrupted({}, self.rounds)
             idx = orders[:, start:end]
-            with autocast():
+            with self.autocast():
                 out = model(data.x_train[idx]).float()
             losses = _row_losses(out, data.y_train[idx], task).mean(dim=1)
             objective = losses.sum()
@@ -340,20 +410,22 @@ def fit_population(
             objective.backward()
             optimizer.step()
             loss_sum.add_(losses.detach(), alpha=end - start)
+        x_val, y_val = data.x_val, data.y_val
         val = evaluate(
             model,
             x_val.expand(k, *x_val.shape),
             y_val.expand(k, *y_val.shape),
             task,
             data.y_scale,
-            autocast=autocast,
-            mask=torch.ones(k, len(x_val), dtype=torch.bool, device=device),
+            autocast=self.autocast,
+            mask=torch.ones(k, len(x_val), dtype=torch.bool, device=self.device),
         )
-        rows = torch.stack([loss_sum / n, val["loss"], val[score[4:]]], dim=-1).tolist()
+        rows = torch.stack([loss_sum / n, val["loss"], val[self.score[4:]]], dim=-1).tolist()
         snapshot: dict[str, torch.Tensor] | None = None
         stays: list[int] = []
-        for j, i in enumerate(live):
-            e, p = entrants[i], progress[i]
+        for j, i in enumerate(self.live):
+            e, p = self.entrants[i], self.progress[i]
+            epoch = len(p.history) + 1  # the member's own
             own = dict(zip(names, rows[j], strict=True))
             metrics = {**own, "lr": e.member.optimizer.param_groups[0]["lr"]}
             _step_scheduler(e.member, metrics[e.monitor])
@@ -374,31 +446,42 @@ def fit_population(
                 p.status = "completed"
             if not p.status:
                 stays.append(j)
-        if len(stays) < k:
-            if not stays:
-                break
+        stopped = [i for j, i in enumerate(self.live) if j not in set(stays)]
+        if stays and len(stays) < k:
             model.keep(stays)
             optimizer.keep(stays)
-            l1 = l1[torch.tensor(stays, device=device)]
-            live = [live[j] for j in stays]
-        optimizer.refresh()  # the schedulers' new learning rates
+            self.l1 = self.l1[torch.tensor(stays, device=self.device)]
+        self.live = [self.live[j] for j in stays]
+        if stays:
+            optimizer.refresh()  # the schedulers' new learning rates
+        return [(i, self._result(i)) for i in stopped]
 
-    results = []
-    for e, p in zip(entrants, progress, strict=True):
+    def _result(self, i: int) -> FitResult:
+        e, p = self.entrants[i], self.progress[i]
         e.member.model.load_state_dict(p.best)
-        results.append(
-            FitResult(
-                best_value=p.stopper.best,
-                best_epoch=p.stopper.best_epoch,
-                epochs_run=len(p.history),
-                status_reason=p.status or "completed",
-                history=p.history,
-                best_metrics=p.best_metrics,
-                best_state=p.best,
-                member_metrics=p.member_metrics,
-            )
+        return FitResult(
+            best_value=p.stopper.best,
+            best_epoch=p.stopper.best_epoch,
+            epochs_run=len(p.history),
+            status_reason=p.status or "completed",
+            history=p.history,
+            best_metrics=p.best_metrics,
+            best_state=p.best,
+            member_metrics=p.member_metrics,
         )
-    return results
+
+
+def fit_population(
+    entrants: list[Entrant], interrupted: Callable[[], object] | None = None
+) -> list[FitResult]:
+    """Train the entrants (one `signature`, equal data) as one stacked population until every
+    one has stopped; each one's FitResult is what `fit.fit_members` returns for it alone.
+    `interrupted`: see `Population`."""
+    population = Population(entrants, interrupted)
+    results: dict[int, FitResult] = {}
+    while population.live:
+        results.update(population.epoch())
+    return [results[i] for i in range(len(entrants))]
 
 
 def _step_scheduler(member: Member, monitored: float) -> None:

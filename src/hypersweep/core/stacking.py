@@ -204,6 +204,29 @@ class Stacked(nn.Module):
         self._rates = {prefix: rates[rows] for prefix, rates in self._rates.items()}
         self.k = len(index)
 
+    def add(self, models: list[nn.Module]) -> None:
+        """Stack `models` (of this architecture) after the ones held: rows k, k+1, ... (a
+        population's members that join it while the others train)."""
+        params, buffers = stack_module_state(models)
+        for name, p in params.items():
+            attr = self._names[name]
+            held = self._parameters[attr].detach()
+            self._parameters[attr] = nn.Parameter(torch.cat([held, p.detach().to(held.device)]))
+        for name, b in buffers.items():
+            attr = self._names[name]
+            held = self._buffers[attr]
+            self._buffers[attr] = torch.cat([held, b.detach().to(held.device)])
+        if self._chain is not None:
+            chains = [_chain(m) for m in models]
+            device = next(self.parameters()).device
+            for j, (prefix, layer) in enumerate(self._chain):
+                if type(layer) is nn.Dropout:
+                    held = self._rates.get(prefix, torch.full((self.k,), layer.p, device=device))
+                    new = torch.tensor([c[j][1].p for c in chains], device=device)
+                    if prefix in self._rates or not bool((new == layer.p).all()):
+                        self._rates[prefix] = torch.cat([held, new])
+        self.k += len(models)
+
     @staticmethod
     def member_state(snapshot: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
         """Model i's state dict from a snapshot: loads into one of the original models."""
