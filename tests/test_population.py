@@ -5,6 +5,7 @@ alone: the same per-epoch metrics, stopping epoch, status and best weights."""
 from __future__ import annotations
 
 import math
+import re
 import signal
 from pathlib import Path
 
@@ -283,6 +284,19 @@ def _step(m):
     return m.step
 
 
+def _populations(log: str) -> list[list[int]]:
+    """The populations a sweep's log says it trained: each one's jobs, its first ones and
+    those that joined it, in order."""
+    found: dict[int, list[int]] = {}
+    for line in log.splitlines():
+        if match := re.search(r"population of \d+: (#\d+(?:, #\d+)*)$", line):
+            jobs = [int(j) for j in re.findall(r"#(\d+)", match.group(1))]
+            found[jobs[0]] = jobs
+        elif match := re.search(r"#(\d+) joins the population of #(\d+)", line):
+            found[int(match.group(2))].append(int(match.group(1)))
+    return list(found.values())
+
+
 def test_a_grid_in_populations_logs_what_it_logs_one_job_at_a_time(tmp_path, mlflow_client):
     alone_dir, pop_dir = tmp_path / "alone", tmp_path / "population"
     for cwd, launcher in ((alone_dir, []), (pop_dir, POPULATION)):
@@ -321,10 +335,10 @@ def test_a_grid_in_populations_logs_what_it_logs_one_job_at_a_time(tmp_path, mlf
         assert ckpt["epoch"] == int(p.data.metrics["best_epoch"])
         assert (out / "train.log").read_text().count(p.info.run_id) == 1  # its own log line
     stdout = result.stdout + result.stderr
-    # two families, four jobs each, populations of three at most
-    assert stdout.count("population of 3: #") == 2 and stdout.count("population of") == 4
-    assert stdout.count("member-epochs in") == 2  # what each population trained, and its logging
-    assert "#3 " in stdout
+    # two families, four jobs each, three training at most: each family's first three, then
+    # the fourth of one with the first freed slots, the last two together
+    assert _populations(stdout) == [[0, 2, 4], [6], [1, 3], [5, 7]]
+    assert stdout.count("member-epochs in") == 4  # what each population trained, and its logging
 
 
 def test_the_sweeper_hands_a_population_its_trials_and_prunes_each_alone(tmp_path, store):
@@ -346,7 +360,20 @@ def test_the_sweeper_hands_a_population_its_trials_and_prunes_each_alone(tmp_pat
     study = load(tmp_path)
     assert len(study.trials) == 8
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
-    assert (result.stdout + result.stderr).count("population of 4: #") == 2
+    # Freed slots took the next trials at once: four trials of one structure (the first
+    # sampled in full, the others like it), then four of the next, each population's jobs of
+    # one structure, every trial trained in one.
+    out = result.stdout + result.stderr
+    trained = _populations(out)
+    assert sorted(j for jobs in trained for j in jobs) == list(range(8))
+    structural = ("optimizer", "model.depth", "trainer.batch_size")
+
+    def structure(j):
+        return tuple(study.trials[j].params[k] for k in structural)
+
+    for jobs in [*trained, range(4), range(4, 8)]:
+        assert len({structure(j) for j in jobs}) == 1
+    assert all(int(n) <= 4 for n in re.findall(r"\((\d+) members training\)", out))
     from mlflow import MlflowClient
 
     runs = child_runs(MlflowClient(store["uri"]))

@@ -36,6 +36,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hydra_plugins.hypersweep_sweeper._settings import Settings
+from hydra_plugins.hypersweep_sweeper.population import Feed
 from hypersweep import trust
 from hypersweep.config import metric_mode, objective_metric
 from hypersweep.core import preemption
@@ -504,6 +505,8 @@ class HypersweepSweeperImpl(Sweeper):
     ) -> None:
         if hasattr(self.launcher, "submit"):
             return self._run_stage_async(study, params, fixed, target, budget)
+        if getattr(self.launcher, "refill", False) and hasattr(self.launcher, "launch_fed"):
+            return self._run_stage_fed(study, params, fixed, target, budget)
         # A launcher that trains a batch together (`hydra/launcher=population`) takes its size.
         per_batch = max(self.settings.n_jobs, getattr(self.launcher, "batch_size", 1))
         while (done := trials_counted(study)) < target:
@@ -533,26 +536,70 @@ class HypersweepSweeperImpl(Sweeper):
         fixed: dict[str, str | None],
     ) -> list[list[str]]:
         """Ask `size` trials into `batch`; their overrides. For a launcher that trains a batch
-        as populations (`per_member`), the batch is homogeneous: the first trial is sampled in
-        full, the others with its structural params fixed (enqueued partial params), so the
-        sampler chooses the structure once per batch and each member's own values."""
-        per_member = getattr(self.launcher, "per_member", None)
-        if isinstance(study.sampler, optuna.samplers.GridSampler):
-            per_member = None  # the grid decides every value
+        as populations, the batch is homogeneous (`_ask_like`: the first trial's structure)."""
         overrides = []
         for i in range(size):
-            if i > 0 and per_member is not None:
-                first = batch[0].params
+            batch.append(self._ask_like(study, params, batch[0].params if i else None))
+            overrides.append(self._trial_overrides(study, batch[-1], params, fixed))
+        return overrides
+
+    def _ask_like(
+        self, study: optuna.Study, params: list[Param], like: dict[str, Any] | None
+    ) -> optuna.Trial:
+        """Ask a trial; with `like` (a trial's params) and a launcher that trains populations
+        (`per_member`), one with like's structural params (enqueued partial params), so the
+        sampler chooses the structure once for a population and each member's own values."""
+        per_member = getattr(self.launcher, "per_member", None)
+        if like is not None and per_member is not None:
+            if not isinstance(study.sampler, optuna.samplers.GridSampler):  # the grid decides
                 shared = {
-                    p.name: first[p.name]
-                    for p in params
-                    if p.name in first and not per_member(p.key)
+                    p.name: like[p.name] for p in params if p.name in like and not per_member(p.key)
                 }
                 if shared:
                     study.enqueue_trial(shared, skip_if_exists=False)
-            batch.append(ask(study))
-            overrides.append(self._trial_overrides(study, batch[-1], params, fixed))
-        return overrides
+        return ask(study)
+
+    def _run_stage_fed(
+        self,
+        study: optuna.Study,
+        params: list[Param],
+        fixed: dict[str, str | None],
+        target: int,
+        budget: FailureBudget,
+    ) -> None:
+        """With a launcher that asks for its jobs (`hydra/launcher=population`, `launch_fed`):
+        a trial is asked as soon as a slot is free, like a trial of its choice (its
+        structure), and told as soon as its job ends."""
+        asked: dict[int, optuna.Trial] = {}  # by job number: asked, not yet told
+        chosen: dict[int, dict[str, Any]] = {}  # every asked trial's params, by job number
+        sweeper = self
+
+        class StudyFeed(Feed):
+            def ask(self, like: int | None) -> tuple[int, list[str]] | None:
+                if preemption.requested() or trials_counted(study) + len(asked) >= target:
+                    return None
+                with _sigint_held():  # every trial asked is in `asked`
+                    trial = sweeper._ask_like(study, params, chosen.get(like))  # type: ignore[arg-type]
+                    number = sweeper.job_idx
+                    sweeper.job_idx += 1
+                    asked[number] = trial
+                    overrides = sweeper._trial_overrides(study, trial, params, fixed)
+                    chosen[number] = trial.params  # suggested now
+                return number, overrides
+
+            def tell(self, number: int, ret: Any) -> None:
+                sweeper._tell_and_check(study, asked[number], ret, budget)
+                del asked[number]  # told: no longer the sweep's to fail
+
+        try:
+            self.launcher.launch_fed(StudyFeed())
+        except BaseException as e:
+            # No lost trial: as for a batch (`_run_stage`), the trials not told are failed, and
+            # a stopped sweep's run again by the next command.
+            stopped = isinstance(e, (KeyboardInterrupt, preemption.Preempted))
+            _fail_running(study, list(asked.values()), reason="interrupted" if stopped else None)
+            raise
+        preemption.raise_if_requested("between trials: the same command continues the study")
 
     def _run_stage_async(
         self,

@@ -38,7 +38,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class PopulationLauncherConf:
     _target_: str = "hydra_plugins.hypersweep_sweeper.population.PopulationLauncher"
-    size: int = 16  # members of one population at most
+    size: int = 16  # members training at once, at most
+    # The hypersweep sweeper hands a freed slot its next trial at once (true), or hands trials
+    # in batches of `size`, each batch waiting for its last member (false).
+    refill: bool = True
+    # Trials that share one structure, the first sampled in full (null: `size`).
+    trials_per_structure: int | None = None
 
 
 ConfigStore.instance().store(
@@ -112,53 +117,118 @@ def structure(cfg: DictConfig) -> str:
     return repr(sorted(flat.items()))
 
 
-def _time_callbacks(entrants: list[Any]) -> list[float]:
-    """Wrap each entrant's per-epoch callback to add its seconds to the returned total."""
-    spent = [0.0]
+def _timed(entrant: Any, spent: list[float]) -> None:
+    """Wrap the entrant's per-epoch callback to add its seconds to `spent[0]`."""
+    callback = entrant.on_epoch
+    if callback is None:
+        return
 
-    def timed(callback: Any) -> Any:
-        def on_epoch(epoch: int, metrics: dict[str, float]) -> str | None:
-            started = time.perf_counter()
-            try:
-                return callback(epoch, metrics)
-            finally:
-                spent[0] += time.perf_counter() - started
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> str | None:
+        started = time.perf_counter()
+        try:
+            return callback(epoch, metrics)
+        finally:
+            spent[0] += time.perf_counter() - started
 
-        return on_epoch
+    entrant.on_epoch = on_epoch
 
-    for e in entrants:
-        if e.on_epoch is not None:
-            e.on_epoch = timed(e.on_epoch)
-    return spent
+
+class Feed:
+    """Where the launcher gets its jobs and gives their returns. `ask(like)`: the next job
+    (its number and overrides), or None when no more are due; `like` is the number of a job
+    whose structure the next one takes (None: any structure). `tell(number, ret)`: a job's
+    return, as soon as it has ended. The `hypersweep` sweeper's feed asks its study (one
+    trial per freed slot); Hydra's `launch` hands a list."""
+
+    def ask(self, like: int | None) -> tuple[int, Sequence[str]] | None:
+        raise NotImplementedError
+
+    def tell(self, number: int, ret: JobReturn) -> None:
+        raise NotImplementedError
+
+
+class _ListFeed(Feed):
+    """A batch Hydra's `launch` hands: its jobs in order of structure (the jobs of one
+    structure follow each other, so they meet in one population), their returns in the
+    batch's order."""
+
+    def __init__(self, jobs: list[tuple[int, Sequence[str], DictConfig]]) -> None:
+        self.jobs = jobs
+        self.configs = {number: cfg for number, _, cfg in jobs}
+        order = {}
+        for number, _, cfg in jobs:
+            order.setdefault(structure(cfg) if why_alone(cfg) is None else f"#{number}", []).append(
+                number
+            )
+        self.queue = [number for numbers in order.values() for number in numbers]
+        self.overrides = {number: overrides for number, overrides, _ in jobs}
+        self.returns: dict[int, JobReturn] = {}
+
+    def ask(self, like: int | None) -> tuple[int, Sequence[str]] | None:
+        if not self.queue:
+            return None
+        number = self.queue.pop(0)
+        return number, self.overrides[number]
+
+    def tell(self, number: int, ret: JobReturn) -> None:
+        self.returns[number] = ret
+
+
+@dataclass
+class _Stack:
+    """A population being trained and its jobs' seats (by member index)."""
+
+    population: Any  # core.population.Population
+    seats: dict[int, Any]
+    numbers: dict[int, int]  # job number by member index
+    spent: list[float]  # seconds in the members' per-epoch callbacks
+    started: float = 0.0  # its first epoch
+    announced: bool = False
+    epochs: int = 0
 
 
 class PopulationLauncher(Launcher):
-    def __init__(self, size: int = 16) -> None:
+    def __init__(
+        self, size: int = 16, refill: bool = True, trials_per_structure: int | None = None
+    ) -> None:
         self.size = size
+        self.refill = refill
+        self.trials_per_structure = trials_per_structure
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
 
     @property
     def batch_size(self) -> int:
-        """How many trials the `hypersweep` sweeper hands at once."""
+        """How many trials the `hypersweep` sweeper hands at once (without refill)."""
         return self.size
 
     @staticmethod
     def per_member(key: str) -> bool:
         """Whether a swept key may differ within a population (the `hypersweep` sweeper fixes
-        the others across a batch: see `_impl._ask_batch`)."""
+        the others across the trials of one structure: see `_impl._ask_like`)."""
         return per_member(key)
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 1:
-            from hypersweep.errors import ConfigError, exit_with
+        from hypersweep.errors import ConfigError, exit_with
 
+        for key in ("size", "trials_per_structure"):
+            value = getattr(self, key)
+            if key == "trials_per_structure" and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise exit_with(
+                    ConfigError(
+                        f"hydra.launcher.{key}={value!r} is not allowed: expected an integer >= 1"
+                        + (" or null (size)" if key == "trials_per_structure" else "")
+                    )
+                )
+        if not isinstance(self.refill, bool):
             raise exit_with(
                 ConfigError(
-                    f"hydra.launcher.size={self.size!r} is not allowed: expected an integer >= 1"
+                    f"hydra.launcher.refill={self.refill!r} is not allowed: expected true or false"
                 )
             )
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -169,53 +239,44 @@ class PopulationLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
+        """Hydra's batch: every job composed first, then trained in populations of one
+        structure, a freed slot taking the batch's next job."""
         assert self.config is not None and self.hydra_context is not None
+        self._start(len(job_overrides))
+        jobs = []
+        for number, overrides in enumerate(job_overrides, initial_job_idx):
+            log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
+            jobs.append((number, overrides, self._compose(overrides, number)))
+        feed = _ListFeed(jobs)
+        self._train(feed, composed=feed.configs)
+        return [feed.returns[number] for number, _, _ in jobs]
+
+    def launch_fed(self, feed: Feed) -> None:
+        """The `hypersweep` sweeper's jobs, asked one per free slot: `size` members train at
+        most, the first of each `trials_per_structure` trials sampled in full and the others
+        with its structure (`like`), so a population stays full while its members stop."""
+        self._start(None)
+        self._train(feed, composed={})
+
+    def _start(self, jobs: int | None) -> None:
+        assert self.config is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(
-            "Launching %d jobs in populations of up to %d, sweep output dir : %s",
-            len(job_overrides),
+            "Launching %s in populations of up to %d, sweep output dir : %s",
+            f"{jobs} jobs" if jobs is not None else "jobs",
             self.size,
             self.config.hydra.sweep.dir,
         )
-        configs = []
-        for idx, overrides in enumerate(job_overrides, initial_job_idx):
-            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(cfg):
-                cfg.hydra.job.id = str(idx)
-                cfg.hydra.job.num = idx
-            configs.append(cfg)
-        returns: list[JobReturn | None] = [None] * len(configs)
-        from hypersweep.core import preemption
 
-        for chunk in self._chunks(configs):
-            if preemption.requested():  # stopped between two chunks: run no more
-                left = len(configs) - sum(r is not None for r in returns)
-                raise preemption.stop(f"{left} job(s) not started: the same command runs them")
-            if len(chunk) == 1:
-                returns[chunk[0]] = self._run(configs[chunk[0]])
-            else:
-                done = self._population([configs[i] for i in chunk])
-                for i, ret in zip(chunk, done, strict=True):
-                    returns[i] = ret
-        return returns  # type: ignore[return-value]
-
-    def _chunks(self, configs: list[DictConfig]) -> list[list[int]]:
-        """The jobs (by index) as populations of one structure, `size` at most, and the jobs
-        that run alone (chunks of one)."""
-        groups: dict[str, list[int]] = {}
-        alone: list[list[int]] = []
-        for i, cfg in enumerate(configs):
-            reason = why_alone(cfg)
-            if reason is not None:
-                log.info("#%d runs alone: %s", int(cfg.hydra.job.num), reason)
-                alone.append([i])
-            else:
-                groups.setdefault(structure(cfg), []).append(i)
-        size = self.size
-        return alone + [g[s : s + size] for g in groups.values() for s in range(0, len(g), size)]
+    def _compose(self, overrides: Sequence[str], number: int) -> DictConfig:
+        assert self.config is not None and self.hydra_context is not None
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.id = str(number)
+            cfg.hydra.job.num = number
+        return cfg
 
     def _run(self, cfg: DictConfig) -> JobReturn:
         """One job, as Hydra's basic launcher runs it."""
@@ -227,98 +288,196 @@ class PopulationLauncher(Launcher):
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
-        assert self.config is not None
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        self._back()
         return ret
 
-    def _population(self, configs: list[DictConfig]) -> list[JobReturn]:
+    def _back(self) -> None:
+        """The launcher's own logging and environment again, after a job's turn."""
+        assert self.config is not None
+        os.environ.clear()
+        os.environ.update(self._environment)
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+
+    def _train(self, feed: Feed, composed: dict[int, DictConfig]) -> None:
+        """Fill `size` slots from the feed, train every population an epoch at a time, end
+        each job as its member stops and fill its slot again, until the feed has no more."""
         from hypersweep.core import preemption
         from hypersweep.core.fit import Interrupted
-        from hypersweep.core.population import Seat, fit_population, populations
-        from hypersweep.core.population import why_alone as why_member_alone
 
-        environment = dict(os.environ)
-        seats: list[Seat] = []
-        for cfg in configs:  # each sets up and hands over its training, or ends
-            if preemption.requested():  # stopped while the others set up: start no more
-                break
-            seat = Seat()
-            seat.start(partial(self._run, cfg))
-            seats.append(seat)
-        not_started = len(configs) - len(seats)
-        assert self.config is not None
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        number = {
-            id(s): int(c.hydra.job.num) for s, c in zip(seats, configs[: len(seats)], strict=True)
-        }
-        joined = [s for s in seats if s.joined]
-        entrants = [s.entrant for s in joined]
-        outcome: dict[int, tuple[Any, BaseException | None]] = {}  # by id(seat)
-        stopped: Interrupted | None = None
-        for group in populations(entrants):  # type: ignore[arg-type]
-            members = [joined[i] for i in group]
-            if len(group) == 1 and stopped is None:
-                (s,) = members
-                reason = why_member_alone(s.entrant) or "no other job has its structure"
-                log.info("#%d trains alone: %s", number[id(s)], reason)
-            if len(group) == 1 or stopped is not None:
-                for s in members:  # alone (None), or not trained: stopped first
-                    outcome[id(s)] = (None, stopped)
-                continue
-            jobs = ", ".join(f"#{number[id(s)]}" for s in members)
-            log.info("\tpopulation of %d: %s", len(group), jobs)
-            entrants_of = [s.entrant for s in members]
-            spent = _time_callbacks(entrants_of)  # type: ignore[arg-type]
-            started = time.perf_counter()
-            try:
-                results = fit_population(entrants_of, interrupted=preemption.requested)  # type: ignore[arg-type]
-            except Interrupted as stop:
-                stopped = stop
-                results = [None] * len(members)
-            except Exception as e:  # noqa: BLE001 - each member fails with it
-                results = [None] * len(members)
-                for s in members:
-                    outcome[id(s)] = (None, e)
-                continue
-            for s, result in zip(members, results, strict=True):
-                outcome[id(s)] = (result, stopped)
-            if stopped is None:
-                wall = time.perf_counter() - started
-                epochs = sum(r.epochs_run for r in results if r is not None)
-                log.info(
-                    "\tpopulation of %d: %d member-epochs in %.1f s, %.0f%% of it the members' "
-                    "per-epoch logging and pruning",
-                    len(group),
-                    epochs,
-                    wall,
-                    100 * spent[0] / max(wall, 1e-9),
-                )
-        # The last job first: Hydra's per-job state (the environment, the runtime config) is
-        # restored as each one ends, in the reverse order of their starts.
-        for seat, cfg in reversed(list(zip(seats, configs[: len(seats)], strict=True))):
-            if seat.joined:
-                configure_log(cfg.hydra.job_logging, cfg.hydra.verbose)  # its own job log
-                HydraConfig.instance().set_config(cfg)
-                result, error = outcome[id(seat)]
-                seat.resume(result, error)
-        os.environ.clear()
-        os.environ.update(environment)
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        raise_now = None
-        if stopped is not None or not_started:
-            # One line for the population: the jobs stopped in training, and those never started.
-            said = []
-            if stopped is not None:
-                said.append(
-                    f"{sum(e is stopped for _, e in outcome.values())} job(s) stopped in epoch "
-                    f"{stopped.epoch} of their population, their runs KILLED"
-                )
+        self._environment = dict(os.environ)
+        self._configs: dict[int, DictConfig] = {}
+        self._env: dict[int, dict[str, str]] = {}  # each job's environment (its env_set)
+        stacks: list[_Stack] = []
+        structures: list[list[int]] = []  # [first job, trials asked] per structure, in order
+        per_structure = self.trials_per_structure or self.size
+        not_started = 0
+        try:
+            while True:
+                self._fill(feed, composed, stacks, structures, per_structure)
+                training = [s for s in stacks if s.population.live]
+                if not training:
+                    break
+                for stack in training:
+                    self._epoch(stack, feed)
+                stacks = [s for s in stacks if s.population.live]
+        except Interrupted as stop:
+            if isinstance(feed, _ListFeed):
+                not_started = len(feed.queue)
+            stopped = self._stop_all(stacks, stop)
+            said = [
+                f"{stopped} job(s) stopped in epoch {stop.epoch} of their population, "
+                "their runs KILLED"
+            ]
             if not_started:
                 said.append(f"{not_started} job(s) not started")
-            raise_now = preemption.stop(", ".join(said) + ": the same command runs them again")
-        for seat in seats:
-            if seat.raised is not None:  # a preemption (SystemExit), or Hydra's own error
-                raise seat.raised
-        if raise_now is not None:
-            raise raise_now
-        return [seat.returned for seat in seats]
+            raise preemption.stop(", ".join(said) + ": the same command runs them again") from None
+        except BaseException:
+            # A crash, Ctrl-C, or the sweep stopping (its failure budget): the members still
+            # training end as stopped ones do, their runs KILLED, their trials run again.
+            self._stop_all(stacks, Interrupted({}, 0))
+            raise
+        finally:
+            self._back()
+        if preemption.requested():  # stopped while a job set up: its population never trained
+            left = len(feed.queue) if isinstance(feed, _ListFeed) else 0
+            if left:
+                raise preemption.stop(f"{left} job(s) not started: the same command runs them")
+
+    def _fill(
+        self,
+        feed: Feed,
+        composed: dict[int, DictConfig],
+        stacks: list[_Stack],
+        structures: list[list[int]],
+        per_structure: int,
+    ) -> None:
+        """Start jobs until `size` members train: each sets up and joins a population of its
+        structure (or starts one), or runs alone."""
+        from hypersweep.core import preemption
+        from hypersweep.core.population import Population, Seat
+        from hypersweep.core.population import why_alone as why_member_alone
+
+        while sum(len(s.population.live) for s in stacks) < self.size:
+            if preemption.requested():
+                return
+            shared = structures[-1] if structures and structures[-1][1] < per_structure else None
+            asked = feed.ask(shared[0] if shared else None)
+            if asked is None:
+                return
+            number, overrides = asked
+            if shared:
+                shared[1] += 1
+            else:
+                structures.append([number, 1])
+            cfg = composed.get(number)
+            if cfg is None:
+                log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
+                cfg = self._compose(overrides, number)
+            reason = why_alone(cfg)
+            if reason is not None:
+                log.info("#%d runs alone: %s", number, reason)
+                feed.tell(number, self._run(cfg))
+                continue
+            seat = Seat()
+            seat.start(partial(self._run, cfg))  # it sets up and hands over its training
+            if not seat.joined:  # it ended in its set-up
+                self._back()
+                self._raise_from(seat)
+                feed.tell(number, seat.returned)
+                continue
+            self._configs[number], self._env[number] = cfg, dict(os.environ)
+            self._back()
+            entrant = seat.entrant
+            reason = why_member_alone(entrant)
+            if reason is not None:
+                log.info("#%d trains alone: %s", number, reason)
+                feed.tell(number, self._end(seat, number, None, None))
+                continue
+            stack = next((s for s in stacks if s.population.admits(entrant)), None)
+            spent = stack.spent if stack is not None else [0.0]
+            _timed(entrant, spent)
+            if stack is None:
+                population = Population([entrant], interrupted=preemption.requested)
+                stack = _Stack(population, {0: seat}, {0: number}, spent)
+                stacks.append(stack)
+            else:
+                (i,) = stack.population.add([entrant])
+                stack.seats[i], stack.numbers[i] = seat, number
+                if stack.announced:
+                    log.info(
+                        "\t#%d joins the population of #%d (%d members training)",
+                        number,
+                        stack.numbers[0],
+                        len(stack.population.live),
+                    )
+
+    def _epoch(self, stack: _Stack, feed: Feed) -> None:
+        """One epoch of a population; each job whose member stopped ends, and its return goes
+        to the feed."""
+        from hypersweep.core.fit import Interrupted
+
+        if not stack.announced:
+            stack.announced, stack.started = True, time.perf_counter()
+            jobs = ", ".join(f"#{stack.numbers[i]}" for i in stack.population.live)
+            log.info("\tpopulation of %d: %s", len(stack.population.live), jobs)
+        try:
+            ended = stack.population.epoch()
+        except Interrupted:
+            raise
+        except Exception as e:  # noqa: BLE001 - each member fails with it
+            for i in list(stack.population.live):
+                feed.tell(
+                    stack.numbers[i], self._end(stack.seats.pop(i), stack.numbers[i], None, e)
+                )
+            stack.population.live.clear()
+            return
+        for i, result in ended:
+            stack.epochs += result.epochs_run
+            feed.tell(
+                stack.numbers[i], self._end(stack.seats.pop(i), stack.numbers[i], result, None)
+            )
+        if not stack.population.live:
+            wall = time.perf_counter() - stack.started
+            log.info(
+                "\tpopulation of #%d: %d members, %d member-epochs in %.1f s, %.0f%% of it the "
+                "members' per-epoch logging and pruning",
+                stack.numbers[0],
+                len(stack.numbers),
+                stack.epochs,
+                wall,
+                100 * stack.spent[0] / max(wall, 1e-9),
+            )
+
+    def _end(self, seat: Any, number: int, result: Any, error: BaseException | None) -> JobReturn:
+        """Give a job its training's result (None: train alone; or the error to raise) and let
+        it run to its end in its own logging, runtime config and environment."""
+        cfg = self._configs.pop(number)
+        configure_log(cfg.hydra.job_logging, cfg.hydra.verbose)  # its own job log
+        HydraConfig.instance().set_config(cfg)
+        os.environ.clear()
+        os.environ.update(self._env.pop(number))
+        seat.resume(result, error)
+        self._back()
+        self._raise_from(seat)
+        return seat.returned
+
+    @staticmethod
+    def _raise_from(seat: Any) -> None:
+        if seat.raised is not None:  # a preemption (SystemExit), or Hydra's own error
+            raise seat.raised
+
+    def _stop_all(self, stacks: list[_Stack], error: BaseException) -> int:
+        """End every job still training with `error` (Interrupted: its run KILLED); how many."""
+        stopped = 0
+        for stack in stacks:
+            for i in list(stack.population.live):
+                seat = stack.seats.pop(i, None)
+                if seat is None:
+                    continue
+                stopped += 1
+                try:
+                    self._end(seat, stack.numbers[i], None, error)
+                except BaseException:  # noqa: BLE001, S110 - the stop itself: said once, by the caller
+                    pass
+            stack.population.live.clear()
+        return stopped
