@@ -39,6 +39,10 @@ VARIANTS = {
     "pool": ("pool, n_jobs=2", ["hydra/launcher=hypersweep_pool", "hydra.launcher.n_jobs=2"]),
     "k16": ("population, size=16", ["hydra/launcher=population", "hydra.launcher.size=16"]),
     "k64": ("population, size=64", ["hydra/launcher=population", "hydra.launcher.size=64"]),
+    "k16b": (
+        "population, 16, batches",
+        ["hydra/launcher=population", "hydra.launcher.size=16", "hydra.launcher.refill=false"],
+    ),
     "k256": ("population, size=256", ["hydra/launcher=population", "hydra.launcher.size=256"]),
 }
 

@@ -16,9 +16,11 @@ sweep against a copy of one migrated MLflow store, whose creation is not timed).
 
 With --population, the same search also runs with `hydra/launcher=population
 hydra.launcher.size=K` for each K (then `hypersweep best`): each batch of K trials trains as one
-stacked model. Its trials are not the one-at-a-time search's (the sampler asks K at a time, the
-structure fixed across a batch), so it is compared by its time against the plain script's and
-by what it selects: the best trial's val_loss and the test accuracy `hypersweep best` measures.
+stacked model, a freed slot taking the next trial at once; with --batches, each size runs
+in batches too (`hydra.launcher.refill=false`: a batch waits for its last member). Its trials
+are not the one-at-a-time search's (K trials at a time share one structure), so it is compared
+by its time against the plain script's and by what it selects: the best trial's val_loss and
+the test accuracy `hypersweep best` measures.
 
 With --baseline, a checkout of another commit (`git worktree add ../before <commit>`) runs the
 sweep and `hypersweep best` too, with its own train.py and sources first on PYTHONPATH, beside
@@ -120,7 +122,14 @@ def best_value(trials: list[dict]) -> float:
     return min(t["value"] for t in trials if t["state"] == "COMPLETE")
 
 
-def one_seed(seed: int, trials: int, store: Path, baseline: Path | None, sizes: list[int]) -> dict:
+def one_seed(
+    seed: int,
+    trials: int,
+    store: Path,
+    baseline: Path | None,
+    sizes: list[int],
+    batches: bool = False,
+) -> dict:
     name = f"cost-{seed}"
     sweep_s, best_s, ours, test_acc = sweep_and_best(ROOT, seed, trials, store, name)
     with tempfile.TemporaryDirectory(prefix="hs-plain-") as tmp:
@@ -153,11 +162,14 @@ def one_seed(seed: int, trials: int, store: Path, baseline: Path | None, sizes: 
     for line in diff[:5]:
         print("   ", line)
     result["population"] = []
-    for size in sizes:
+    for size, refill in [(k, r) for k in sizes for r in ((True, False) if batches else (True,))]:
         extra = ("hydra/launcher=population", f"hydra.launcher.size={size}")
+        if not refill:
+            extra = (*extra, "hydra.launcher.refill=false")
         pop_s, pop_best_s, pop, pop_acc = sweep_and_best(ROOT, seed, trials, store, name, extra)
         row = {
             "size": size,
+            "refill": refill,
             "sweep_s": pop_s,
             "best_s": pop_best_s,
             "sweep_over_plain": pop_s / plain_s,
@@ -168,7 +180,8 @@ def one_seed(seed: int, trials: int, store: Path, baseline: Path | None, sizes: 
         }
         result["population"].append(row)
         print(
-            f"   population of {size}: sweep {pop_s:.1f} s ({row['sweep_over_plain']:.2f}x the "
+            f"   population of {size}{'' if refill else ' in batches'}: sweep {pop_s:.1f} s "
+            f"({row['sweep_over_plain']:.2f}x the "
             f"plain script), best {pop_best_s:.1f} s; {row['states']}, {row['epochs']} epochs; "
             f"best val_loss {row['best_val_loss']:.4f} (one at a time "
             f"{result['best_val_loss']:.4f}), test_acc {pop_acc:.4f} ({test_acc:.4f})"
@@ -196,12 +209,18 @@ def main() -> None:
     parser.add_argument(
         "--population", type=int, nargs="*", default=[], help="population sizes to run as well"
     )
+    parser.add_argument(
+        "--batches",
+        action="store_true",
+        help="each population size also in batches (hydra.launcher.refill=false)",
+    )
     args = parser.parse_args()
     load = os.getloadavg()[0]
     with migrated_store() as store:
         baseline = args.baseline.resolve() if args.baseline else None
         results = [
-            one_seed(seed, args.trials, store, baseline, args.population) for seed in args.seeds
+            one_seed(seed, args.trials, store, baseline, args.population, args.batches)
+            for seed in args.seeds
         ]
     report = {
         **header(load),

@@ -15,7 +15,9 @@ refits'. `... one-by-one` trains the folds one after another (`trainer.stack_fol
 `... refit-all` refits every trial that was not pruned (`trainer.refit=all`), not only those
 that no finished trial outranks, `... pool2` runs two trials at a time on two worker
 processes (`hydra/launcher=hypersweep_pool`), and `... population16` / `population64` train
-each batch of 16 / 64 trials as one stacked model (`hydra/launcher=population`).
+16 / 64 trials at a time as one stacked model, a freed slot taking the next trial
+(`hydra/launcher=population`), and `... population16 batches` in batches of 16, each waiting
+for its last member (`hydra.launcher.refill=false`).
 
     python benchmarks/search_efficiency.py --results-name search_efficiency_population \
         --only "tpe+hyperband" "tpe+hyperband pool2" "tpe+hyperband population16" ...
@@ -111,6 +113,11 @@ def strategies(trials: int, seed: int) -> dict[str, list[str]]:
         # (hydra/launcher=population); cross-validated jobs would train alone, so one split.
         "tpe+hyperband population16": [*hyperband, *population(16)],
         "tpe+hyperband population64": [*hyperband, *population(64)],
+        "tpe+hyperband population16 batches": [
+            *hyperband,
+            *population(16),
+            "hydra.launcher.refill=false",
+        ],
     }
 
 
