@@ -43,6 +43,9 @@ TIMED = (
     "hypersweep.job:Job.fit",
     "hypersweep.core.fit:fit_members",
     "hypersweep.core.population:fit_population",
+    "hypersweep.core.population:Population.epoch",
+    "hypersweep.core.population:Population.add",
+    "hypersweep.core.population:Population.admits",
     "hypersweep.job:Job.record",
     "hypersweep.core.checkpoint:save_checkpoint",
     # its MLflow run
@@ -53,6 +56,9 @@ TIMED = (
     "hypersweep.tracking.runs:JobRun.__exit__",
     # the sweep
     "hydra_plugins.hypersweep_sweeper._impl:HypersweepSweeperImpl._ask_batch",
+    "hydra_plugins.hypersweep_sweeper._impl:HypersweepSweeperImpl._ask_like",
+    "hydra_plugins.hypersweep_sweeper._impl:HypersweepSweeperImpl._tell_and_check",
+    "hydra_plugins.hypersweep_sweeper.population:PopulationLauncher._end",
     "hypersweep.tracking.callback:SweepTracking.on_multirun_start",
     "hypersweep.tracking.callback:SweepTracking.on_multirun_end",
 )

@@ -341,9 +341,11 @@ def test_a_grid_in_populations_logs_what_it_logs_one_job_at_a_time(tmp_path, mlf
     assert stdout.count("member-epochs in") == 4  # what each population trained, and its logging
 
 
-def test_the_sweeper_hands_a_population_its_trials_and_prunes_each_alone(tmp_path, store):
+@pytest.mark.parametrize("refill", [True, False])
+def test_the_sweeper_hands_a_population_its_trials_and_prunes_each_alone(tmp_path, store, refill):
     result = train(
         [
+            f"hydra.launcher.refill={str(refill).lower()}",
             "-m",
             "search=hyperband",
             "data=iris",
@@ -374,6 +376,10 @@ def test_the_sweeper_hands_a_population_its_trials_and_prunes_each_alone(tmp_pat
     for jobs in [*trained, range(4), range(4, 8)]:
         assert len({structure(j) for j in jobs}) == 1
     assert all(int(n) <= 4 for n in re.findall(r"\((\d+) members training\)", out))
+    # Trials 2 and 3 are pruned after 3 epochs, 0 and 1 train 9: with refill, trial 4 starts
+    # while they train; in batches, after the first population has ended.
+    assert (out.index("\t#4 : ") < out.index("population of #0: ")) == refill
+    assert trained == ([[0, 1, 2, 3], [4, 5, 6, 7]] if not refill else trained)
     from mlflow import MlflowClient
 
     runs = child_runs(MlflowClient(store["uri"]))
@@ -384,6 +390,57 @@ def test_the_sweeper_hands_a_population_its_trials_and_prunes_each_alone(tmp_pat
         assert r.info.status == "FINISHED"
         if trial.state.name == "COMPLETE":
             assert trial.value == pytest.approx(r.data.metrics["best_val_loss"])
+
+
+CRASHING = [
+    "-m",
+    "hydra/sweeper=hypersweep",
+    "hydra/sweeper/sampler=grid",
+    "model._target_=flaky.CrashingMLP",
+    "hypersweep.trusted_targets=[flaky]",
+    "data=iris",
+    "trainer.max_epochs=4",
+    "hydra.sweeper.n_trials=3",
+    "hydra.sweeper.study_name=s",
+    "hydra/launcher=population",
+    "hydra.launcher.size=2",
+]
+
+
+def test_a_job_that_fails_in_its_set_up_frees_its_slot_and_the_sweep_goes_on(
+    tmp_path, store, mlflow_client
+):
+    helpers = {"PYTHONPATH": str(ROOT / "tests" / "helpers")}
+    args = [*CRASHING, "model.hidden_units=choice(8, 13, 16)", "hydra.sweeper.max_failure_rate=0.5"]
+    result = train(args, cwd=tmp_path, env=helpers)
+    assert result.returncode == 0, result.stderr[-3000:]
+    states = {t.params["model.hidden_units"]: t.state for t in load(tmp_path).trials}
+    assert states == {8: TrialState.COMPLETE, 13: TrialState.FAIL, 16: TrialState.COMPLETE}
+    runs = {int(r.data.params["model.hidden_units"]): r for r in child_runs(mlflow_client)}
+    assert {w: r.info.status for w, r in runs.items()} == {
+        8: "FINISHED",
+        13: "FAILED",
+        16: "FINISHED",
+    }
+
+
+def test_a_sweep_its_failures_stop_ends_its_training_members_and_leaves_nothing_running(
+    tmp_path, store, mlflow_client
+):
+    # width 13 fails while 8 trains: the failure budget (0) stops the sweep at once, and the
+    # member still training ends KILLED, its trial marked to run again
+    helpers = {"PYTHONPATH": str(ROOT / "tests" / "helpers")}
+    args = [*CRASHING, "model.hidden_units=choice(8, 13, 16)", "trainer.max_epochs=50"]
+    result = train(args, cwd=tmp_path, env=helpers)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "hypersweep: sweep stopped: 1 of 3 trials failed" in result.stderr
+    trials = load(tmp_path).trials
+    assert all(t.state != TrialState.RUNNING for t in trials)
+    assert [t.params["model.hidden_units"] for t in trials if t.state == TrialState.FAIL]
+    runs = child_runs(mlflow_client)
+    assert runs and all(r.info.status != "RUNNING" for r in runs)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert {t.params["model.hidden_units"] for t in failed} >= {13}
 
 
 def test_a_job_that_cannot_join_runs_alone_in_the_same_sweep(tmp_path, store):

@@ -253,6 +253,15 @@ CLI_CASES = [
         ["hydra.launcher.size=-3", "integer >= 1"],
     ),
     (
+        [
+            "-m",
+            "search=random",
+            "hydra/launcher=population",
+            "hydra.launcher.trials_per_structure=0",
+        ],
+        ["hydra.launcher.trials_per_structure=0", "integer >= 1 or null"],
+    ),
+    (
         ["-m", "hydra/sweeper=hypersweep", "hydra/sweeper/sampler=motpe", "lr=interval(0.01, 1)"],
         ["motpe", "removed"],
     ),

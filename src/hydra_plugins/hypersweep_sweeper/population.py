@@ -1,20 +1,20 @@
-"""`hydra/launcher=population`: a sweep's jobs that share an architecture train as one stacked
-population (`hypersweep.core.population`), each still a job of its own.
+"""`hydra/launcher=population`: a sweep's jobs that share an architecture train as stacked
+populations (`hypersweep.core.population`), each still a job of its own.
 
-Whatever sweeper hands the batch (Hydra's grid, the `hypersweep` sweeper, the official Optuna
-sweeper), each job's config is composed here and the jobs are grouped by everything a member
-cannot have of its own (`structure`): the model's architecture and sizes, the data, the batch
-size, the optimizer family, precision and device. Each group, `size` jobs at most, trains as
-one population in this process; a job that cannot join (cross-validation, a time limit, fp16,
-`hydra.job.chdir`, or a group of one) runs as Hydra's basic launcher runs it, in the same sweep.
+Up to `size` jobs train at once. Whatever sweeper hands the jobs (Hydra's grid, the official
+Optuna sweeper: a batch; the `hypersweep` sweeper: one trial per free slot, `launch_fed`), each
+job's config is composed here, and a job joins a training population of its structure or
+starts one: what a member cannot have of its own (`structure`) is the model's architecture and
+sizes, the data, the batch size, the optimizer family, precision and device. A job that cannot
+join (cross-validation, a time limit, fp16, `hydra.job.chdir`, a recurrent model) runs as
+Hydra's basic launcher runs it, in the same sweep.
 
 Each member is a job run by Hydra's own `run_job` in a thread of its own: the same output
 directory, `.hydra/` files, job log, callbacks, MLflow run and return value as when it runs
-alone. The threads take turns with the launcher (`core.population.Seat`): every job sets up
-(its data, its model from its own seed, its run) and hands over its training; the launcher
-trains the population, calling each job's per-epoch logging and pruning; then each job, the
-last one first, records and ends as it would alone.
-"""
+alone. The threads take turns with the launcher (`core.population.Seat`): a job sets up (its
+data, its model from its own seed, its run) and hands over its training; the launcher trains
+every population an epoch at a time, calling each job's per-epoch logging and pruning; a job
+whose member stops records and ends as it would alone, and its slot takes the next job."""
 
 import logging
 import os
