@@ -593,11 +593,10 @@ class HypersweepSweeperImpl(Sweeper):
 
         try:
             self.launcher.launch_fed(StudyFeed())
-        except BaseException as e:
-            # No lost trial: as for a batch (`_run_stage`), the trials not told are failed, and
-            # a stopped sweep's run again by the next command.
-            stopped = isinstance(e, (KeyboardInterrupt, preemption.Preempted))
-            _fail_running(study, list(asked.values()), reason="interrupted" if stopped else None)
+        except BaseException:
+            # No lost trial: the trials not told were stopped with the sweep (a signal, its
+            # failure budget, a crash of the launcher), and the next command runs them again.
+            _fail_running(study, list(asked.values()), reason="interrupted")
             raise
         preemption.raise_if_requested("between trials: the same command continues the study")
 

@@ -332,9 +332,10 @@ class PopulationLauncher(Launcher):
                 said.append(f"{not_started} job(s) not started")
             raise preemption.stop(", ".join(said) + ": the same command runs them again") from None
         except BaseException:
-            # A crash, Ctrl-C, or the sweep stopping (its failure budget): the members still
-            # training end as stopped ones do, their runs KILLED, their trials run again.
-            self._stop_all(stacks, Interrupted({}, 0))
+            # The sweep stopping (its failure budget), or the launcher's own crash: the members
+            # still training end as interrupted jobs do (runs KILLED, status_reason=
+            # interrupted), and the sweeper marks their trials to run again.
+            self._stop_all(stacks, KeyboardInterrupt())
             raise
         finally:
             self._back()
@@ -467,7 +468,8 @@ class PopulationLauncher(Launcher):
             raise seat.raised
 
     def _stop_all(self, stacks: list[_Stack], error: BaseException) -> int:
-        """End every job still training with `error` (Interrupted: its run KILLED); how many."""
+        """End every job still training with `error` (Interrupted: a signal's stop, its run
+        KILLED as preempted; KeyboardInterrupt: KILLED as interrupted); how many."""
         stopped = 0
         for stack in stacks:
             for i in list(stack.population.live):
