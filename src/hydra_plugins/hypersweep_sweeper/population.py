@@ -146,6 +146,10 @@ class Feed:
     def tell(self, number: int, ret: JobReturn) -> None:
         raise NotImplementedError
 
+    def pending(self) -> int:
+        """Jobs the feed holds that were never asked (a stop says how many did not start)."""
+        return 0
+
 
 class _ListFeed(Feed):
     """A batch Hydra's `launch` hands: its jobs in order of structure (the jobs of one
@@ -153,7 +157,6 @@ class _ListFeed(Feed):
     batch's order."""
 
     def __init__(self, jobs: list[tuple[int, Sequence[str], DictConfig]]) -> None:
-        self.jobs = jobs
         self.configs = {number: cfg for number, _, cfg in jobs}
         order = {}
         for number, _, cfg in jobs:
@@ -172,6 +175,9 @@ class _ListFeed(Feed):
 
     def tell(self, number: int, ret: JobReturn) -> None:
         self.returns[number] = ret
+
+    def pending(self) -> int:
+        return len(self.queue)
 
 
 @dataclass
@@ -281,15 +287,16 @@ class PopulationLauncher(Launcher):
     def _run(self, cfg: DictConfig) -> JobReturn:
         """One job, as Hydra's basic launcher runs it."""
         assert self.hydra_context is not None and self.task_function is not None
-        ret = run_job(  # sets Hydra's runtime config to the job's
-            hydra_context=self.hydra_context,
-            task_function=self.task_function,
-            config=cfg,
-            job_dir_key="hydra.sweep.dir",
-            job_subdir_key="hydra.sweep.subdir",
-        )
-        self._back()
-        return ret
+        try:
+            return run_job(  # sets Hydra's runtime config to the job's
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
+                config=cfg,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+        finally:
+            self._back()
 
     def _back(self) -> None:
         """The launcher's own logging and environment again, after a job's turn."""
@@ -310,19 +317,16 @@ class PopulationLauncher(Launcher):
         stacks: list[_Stack] = []
         structures: list[list[int]] = []  # [first job, trials asked] per structure, in order
         per_structure = self.trials_per_structure or self.size
-        not_started = 0
         try:
             while True:
                 self._fill(feed, composed, stacks, structures, per_structure)
-                training = [s for s in stacks if s.population.live]
-                if not training:
-                    break
-                for stack in training:
-                    self._epoch(stack, feed)
                 stacks = [s for s in stacks if s.population.live]
+                if not stacks:
+                    break
+                for stack in stacks:
+                    self._epoch(stack, feed)
         except Interrupted as stop:
-            if isinstance(feed, _ListFeed):
-                not_started = len(feed.queue)
+            not_started = feed.pending()
             stopped = self._stop_all(stacks, stop)
             said = [
                 f"{stopped} job(s) stopped in epoch {stop.epoch} of their population, "
@@ -339,10 +343,8 @@ class PopulationLauncher(Launcher):
             raise
         finally:
             self._back()
-        if preemption.requested():  # stopped while a job set up: its population never trained
-            left = len(feed.queue) if isinstance(feed, _ListFeed) else 0
-            if left:
-                raise preemption.stop(f"{left} job(s) not started: the same command runs them")
+        if preemption.requested() and (left := feed.pending()):  # stopped before any trained
+            raise preemption.stop(f"{left} job(s) not started: the same command runs them")
 
     def _fill(
         self,
@@ -382,7 +384,6 @@ class PopulationLauncher(Launcher):
             seat = Seat()
             seat.start(partial(self._run, cfg))  # it sets up and hands over its training
             if not seat.joined:  # it ended in its set-up
-                self._back()
                 self._raise_from(seat)
                 feed.tell(number, seat.returned)
                 continue
@@ -457,8 +458,7 @@ class PopulationLauncher(Launcher):
         HydraConfig.instance().set_config(cfg)
         os.environ.clear()
         os.environ.update(self._env.pop(number))
-        seat.resume(result, error)
-        self._back()
+        seat.resume(result, error)  # the job ends in `_run`, which takes the launcher's back
         self._raise_from(seat)
         return seat.returned
 

@@ -185,8 +185,8 @@ class StackedOptimizer:
             self.host["beta1"] = self._vector(lambda g: g["betas"][0])
             self.host["beta2"] = self._vector(lambda g: g["betas"][1])
             self.host["eps"] = self._vector(lambda g: g["eps"])
-        if self.kind is torch.optim.SGD:
-            self.host["share"] = self._share([t == 0 for t in self.steps])
+        if self.kind is torch.optim.SGD:  # a member's first step: `step`
+            self.host["share"] = self._share([False] * len(self.optimizers))
         self.vec = {k: torch.tensor(v, device=device) for k, v in self.host.items()}
 
     def _share(self, fresh: list[bool]) -> list[float]:
@@ -238,7 +238,6 @@ class StackedOptimizer:
         device = vec["lr"].device
         if self.kind is torch.optim.SGD and any(first):  # a member's first step
             vec = {**vec, "share": torch.tensor(self._share(first), device=device)}
-            self.vec["share"] = torch.tensor(self._share([False] * len(first)), device=device)
         elif self.kind is not torch.optim.SGD:  # Adam's bias corrections, in double on the host
             ts = self.steps
             lr, b1, b2 = self.host["lr"], self.host.get("beta1"), self.host.get("beta2")
