@@ -484,6 +484,27 @@ def test_a_signal_while_members_set_up_starts_no_more_and_says_it_once(
     assert all(r.info.status == "KILLED" for r in runs)
 
 
+def _stop_while_training(args: list[str], cwd: Path, **kwargs) -> None:
+    """Run the sweep with long trainings and SIGTERM it once the first population's three
+    members have each reported epochs."""
+
+    def training() -> bool:
+        trials = trials_so_far(cwd)
+        return len(trials) == 3 and all(len(t.intermediate_values) > 2 for t in trials)
+
+    long = ["trainer.max_epochs=400", "trainer.early_stopping.patience=1000"]
+    proc, _ = kill_train_when(
+        [*args, *long, "trainer.batch_size=8"],
+        cwd,
+        training,
+        240,
+        "the population never trained",
+        sig=signal.SIGTERM,
+        **kwargs,
+    )
+    assert proc.returncode == 128 + signal.SIGTERM
+
+
 def test_a_stopped_population_leaves_no_run_running_and_the_same_command_runs_it_again(
     tmp_path, store, mlflow_client
 ):
@@ -497,23 +518,8 @@ def test_a_stopped_population_leaves_no_run_running_and_the_same_command_runs_it
         "model.hidden_units=8",
         *POPULATION,
     ]
-    long = ["trainer.max_epochs=400", "trainer.early_stopping.patience=1000"]
     log = tmp_path / "stderr.txt"
-
-    def training() -> bool:  # every member of the first population has reported epochs
-        trials = trials_so_far(tmp_path)
-        return len(trials) == 3 and all(len(t.intermediate_values) > 2 for t in trials)
-
-    proc, _ = kill_train_when(
-        [*args, *long, "trainer.batch_size=8"],
-        tmp_path,
-        training,
-        240,
-        "the population never trained",
-        sig=signal.SIGTERM,
-        stderr=log,
-    )
-    assert proc.returncode == 128 + signal.SIGTERM
+    _stop_while_training(args, tmp_path, stderr=log)
     said = [line for line in log.read_text().splitlines() if line.startswith("hypersweep:")]
     assert len(said) == 1 and "3 job(s) stopped" in said[0], said
     assert "Traceback" not in log.read_text()
@@ -533,6 +539,30 @@ def test_a_stopped_population_leaves_no_run_running_and_the_same_command_runs_it
         assert again[old.number].params == old.params
     finished = [r for r in child_runs(mlflow_client) if r.info.status == "FINISHED"]
     assert len(finished) == 6
+
+
+def test_a_resumed_population_runs_its_stopped_trials_and_leaves_no_trial_waiting(tmp_path, store):
+    # A swept structural key: the trials after the first are asked like it. When the stopped
+    # trials are asked again first, no trial enqueued like another may stay behind, waiting
+    # for a later command.
+    args = [
+        "-m",
+        "hydra/sweeper=hypersweep",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.study_name=s",
+        "lr=tag(log, interval(1e-3, 1e-1))",
+        "model.hidden_units=choice(8, 16)",
+        "data=iris",
+        *POPULATION,
+    ]
+    _stop_while_training(args, tmp_path)
+    stopped = load(tmp_path).trials
+    result = train([*args, "trainer.max_epochs=3"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = load(tmp_path)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert sorted(t.user_attrs.get("continues_trial") for t in done) == [t.number for t in stopped]
+    assert not study.get_trials(states=(TrialState.WAITING,))
 
 
 def test_metric_writes_of_many_runs_share_a_budget_of_the_process_time(monkeypatch):

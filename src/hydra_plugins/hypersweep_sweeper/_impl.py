@@ -550,13 +550,14 @@ class HypersweepSweeperImpl(Sweeper):
         (`per_member`), one with like's structural params (enqueued partial params), so the
         sampler chooses the structure once for a population and each member's own values."""
         per_member = getattr(self.launcher, "per_member", None)
-        if like is not None and per_member is not None:
-            if not isinstance(study.sampler, optuna.samplers.GridSampler):  # the grid decides
-                shared = {
-                    p.name: like[p.name] for p in params if p.name in like and not per_member(p.key)
-                }
-                if shared:
-                    study.enqueue_trial(shared, skip_if_exists=False)
+        grid = isinstance(study.sampler, optuna.samplers.GridSampler)  # the grid decides
+        if like is None or per_member is None or grid:
+            return ask(study)
+        shared = {p.name: like[p.name] for p in params if p.name in like and not per_member(p.key)}
+        # Optuna asks a waiting trial first (one a stopped command left, enqueued again):
+        # enqueuing now would leave this one waiting past the sweep's end.
+        if shared and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            study.enqueue_trial(shared, skip_if_exists=False)
         return ask(study)
 
     def _run_stage_fed(
