@@ -534,7 +534,7 @@ def test_a_stopped_population_leaves_no_run_running_and_the_same_command_runs_it
     assert result.returncode == 0, result.stderr[-3000:]
     done = load(tmp_path).get_trials(states=(TrialState.COMPLETE,))
     assert len(done) == 6
-    again = {t.user_attrs.get("continues_trial"): t for t in done}
+    again = {t.user_attrs.get("reruns_trial"): t for t in done}
     for old in trials:  # each stopped trial ran again with its own params
         assert again[old.number].params == old.params
     finished = [r for r in child_runs(mlflow_client) if r.info.status == "FINISHED"]
@@ -561,7 +561,10 @@ def test_a_resumed_population_runs_its_stopped_trials_and_leaves_no_trial_waitin
     assert result.returncode == 0, result.stderr[-3000:]
     study = load(tmp_path)
     done = study.get_trials(states=(TrialState.COMPLETE,))
-    assert sorted(t.user_attrs.get("continues_trial") for t in done) == [t.number for t in stopped]
+    # A member saves no state of its own: its trial runs again from its start, and says so.
+    assert sorted(t.user_attrs.get("reruns_trial") for t in done) == [t.number for t in stopped]
+    for t in stopped:
+        assert f"Trial {t.number} was preempted: it runs again from its start" in result.stdout
     assert not study.get_trials(states=(TrialState.WAITING,))
 
 

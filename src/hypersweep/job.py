@@ -269,7 +269,7 @@ class Job:
         except Interrupted:
             self.job_run.log_summary({}, {"status_reason": "preempted"})
             if self.reporter is not None:
-                self.reporter.preempted()
+                self.reporter.preempted(saved=False)
             raise preemption.stop(None) from None  # the launcher says it for them all
 
     def _preempted(self, phase: str, state: dict[str, Any], epoch: int) -> preemption.Preempted:

@@ -484,14 +484,15 @@ class HypersweepSweeperImpl(Sweeper):
                 for name, value in trial.params.items()
             ):
                 continue  # the search space changed since: not this sweep's to run again
-            preempted = reason == "preempted"
+            # A population's member saves no state (hypersweep.job): it runs again afresh.
+            preempted = reason == "preempted" and trial.user_attrs.get("state_saved", True)
             key = "continues_trial" if preempted else "reruns_trial"
             study.enqueue_trial(trial.params, user_attrs={key: trial.number})
             log.info(
                 "Trial %d was %s: it runs again%s",
                 trial.number,
                 reason,
-                " from its saved state" if preempted else "",
+                " from its saved state" if preempted else " from its start",
             )
         return trials_run(study)
 

@@ -135,9 +135,12 @@ class TrialReporter:
             if self.prunable and math.isfinite(value):
                 self.trial.report(value, epoch)
 
-    def preempted(self) -> None:
-        """Stopped by a signal with its state saved: the sweeper runs it again (`_recover`)."""
+    def preempted(self, saved: bool = True) -> None:
+        """Stopped by a signal: the sweeper runs it again (`_recover`), from the state it saved
+        or, without one (`saved=False`: a population's member), from its start."""
         try:
+            if not saved:
+                self.study._storage.set_trial_user_attr(self.trial_id, "state_saved", False)
             self.study._storage.set_trial_user_attr(self.trial_id, "status_reason", "preempted")
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # the sweep gave up on it first (it stopped on another error): run afresh
